@@ -1,0 +1,86 @@
+"""The one model-access interface: a batch of chat requests in, completions with usage out.
+
+Every engine (OpenAI-compatible HTTP, OpenAI Batch API, transformers, vLLM) implements
+``Engine.generate``; callers never know which one they talk to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion request.
+
+    ``params`` are sampling parameters in OpenAI names (temperature, top_p, max_tokens, seed,
+    stop). ``custom_id`` maps a result back to its row and is not part of the cache key;
+    ``prompt_version`` is, so editing a prompt file invalidates its cached answers.
+    """
+
+    messages: tuple[dict[str, str], ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    prompt_version: str = ""
+    custom_id: str = ""
+
+    def cache_key(self, model: str) -> str:
+        """Content hash of (model, messages, sampling params, prompt version)."""
+        payload = {
+            "model": model,
+            "messages": [dict(m) for m in self.messages],
+            "params": {k: self.params[k] for k in sorted(self.params)},
+            "prompt_version": self.prompt_version,
+        }
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Usage:
+    """Token usage as reported by the engine, and its cost in USD from the price table."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cost_usd + other.cost_usd,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+        }
+
+
+@dataclass
+class Completion:
+    """The result for one request. ``text`` is None when the request failed (see ``error``)."""
+
+    text: str | None
+    usage: Usage = field(default_factory=Usage)
+    cached: bool = False
+    error: str | None = None
+    custom_id: str = ""
+    finish_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.text is not None and self.error is None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Anything that turns a batch of chat requests into completions, in the same order."""
+
+    model: str
+
+    def generate(self, requests: list[ChatRequest], *, progress: bool = True) -> list[Completion]: ...

@@ -1,0 +1,114 @@
+"""Tiny offline models: a random-weight Qwen2-style model and a BPE tokenizer trained on bundled text.
+
+They stand in for the paper's 7B models wherever nothing may be downloaded (tests, ``make demo``,
+the CPU recipes): the whole pipeline (SFT, GRPO, serving, lm-eval) runs on them for real, in
+seconds. Their outputs are noise; what they prove is that the plumbing works.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Kept as ordinary added tokens so the reward functions see them in decoded text.
+ADDED_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
+
+# ChatML, with {% generation %} around assistant turns so TRL can mask the loss to them.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\n' }}"
+    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{{- '\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+
+def bundled_text() -> list[str]:
+    """The text the tiny tokenizer is trained on: bundled traces and prompt files."""
+    texts: list[str] = []
+    pkg = resources.files("rlkd_bench")
+    for sub in ("data", "prompts"):
+        folder = pkg / sub
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+            if entry.name.endswith(".jsonl"):
+                for line in entry.read_text(encoding="utf-8").splitlines():
+                    if line.strip():
+                        texts.extend(str(v) for v in json.loads(line).values() if isinstance(v, str))
+            elif entry.name.endswith(".txt"):
+                texts.append(entry.read_text(encoding="utf-8"))
+    texts.append("[Meta-reasoning 1]: [Sub-problem 1]: [Answer 1]: So the final answer is: \\boxed{}")
+    return texts
+
+
+def build_tokenizer(vocab_size: int = 1024):
+    """Train a byte-level BPE tokenizer on the bundled text and wrap it for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(bundled_text(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        unk_token=None,
+    )
+    fast.add_tokens(ADDED_TOKENS)
+    fast.chat_template = CHAT_TEMPLATE
+    fast.model_max_length = 4096
+    return fast
+
+
+def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int = 2, seed: int = 0,
+                     vocab_size: int = 1024) -> Path:
+    """Write a tiny random Qwen2 causal LM with its tokenizer to ``out_dir``; returns the path.
+
+    Deterministic for a given seed. Takes a few seconds on CPU.
+    """
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = build_tokenizer(vocab_size)
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=64,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
