@@ -84,3 +84,25 @@ class Engine(Protocol):
     model: str
 
     def generate(self, requests: list[ChatRequest], *, progress: bool = True) -> list[Completion]: ...
+
+
+@dataclass
+class EngineOptions:
+    """Options shared by every engine; the CLI fills them from its flags.
+
+    The API key itself is never stored here: only the name of the environment variable that
+    holds it, so options can be logged and written to manifests safely.
+    """
+
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 6
+    cache_dir: str | None = None  # None: the default cache dir (~/.cache/rlkd-bench or $RLKD_CACHE_DIR)
+    use_cache: bool = True
+    batch_api: bool = False
+    batch_dir: str | None = None  # where the Batch API job ids are persisted (the output dir)
+    max_cost_usd: float | None = None
+    prices: dict[str, tuple[float, float]] | None = None  # model -> (USD/1M input, USD/1M output)
+    progress: bool = True
