@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -79,11 +80,23 @@ class Completion:
 
 @runtime_checkable
 class Engine(Protocol):
-    """Anything that turns a batch of chat requests into completions, in the same order."""
+    """Anything that turns a batch of chat requests into completions, in the same order.
+
+    ``on_result(i, completion)`` is called as each result arrives (cached ones first), so a
+    caller can write finished rows at once and a killed run loses nothing it paid for.
+    Requests not sent because ``max_cost_usd`` would be passed come back with
+    ``error`` starting with "budget:" and are not cached.
+    """
 
     model: str
 
-    def generate(self, requests: list[ChatRequest], *, progress: bool = True) -> list[Completion]: ...
+    def generate(
+        self,
+        requests: list[ChatRequest],
+        *,
+        progress: bool = True,
+        on_result: Callable[[int, Completion], None] | None = None,
+    ) -> list[Completion]: ...
 
 
 @dataclass

@@ -1,0 +1,49 @@
+"""Versioned prompt files and the GSRM's input format.
+
+Prompts live as text files in ``prompts/`` (shipped as package data). A prompt's version is its
+name plus a hash of its content, so editing a file changes the version that goes into cache keys,
+annotations and manifests: nothing cached under the old text is reused by mistake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from rlkd_bench.errors import ConfigError
+
+GSRM_PROMPT = "gsrm"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    text: str
+
+    @property
+    def version(self) -> str:
+        return f"{self.name}@{hashlib.sha256(self.text.encode('utf-8')).hexdigest()[:10]}"
+
+
+@lru_cache(maxsize=None)
+def load_prompt(name: str) -> Prompt:
+    """Load ``prompts/<name>.txt`` from the package."""
+    path = resources.files("rlkd_bench") / "prompts" / f"{name}.txt"
+    if not path.is_file():
+        raise ConfigError(f"no prompt named {name!r} (looked for {path})")
+    return Prompt(name=name, text=path.read_text(encoding="utf-8").strip())
+
+
+def gsrm_user_text(problem: str, reasoning: str) -> str:
+    """The user turn the GSRM sees: the problem and the raw reasoning trace."""
+    return f"Problem:\n{problem.strip()}\n\nReasoning trace:\n{reasoning.strip()}"
+
+
+def gsrm_messages(problem: str, reasoning: str) -> list[dict[str, str]]:
+    """Chat messages (system + user) for the GSRM; SFT appends the assistant's rendered steps."""
+    return [
+        {"role": "system", "content": load_prompt(GSRM_PROMPT).text},
+        {"role": "user", "content": gsrm_user_text(problem, reasoning)},
+    ]
