@@ -5,7 +5,10 @@ from __future__ import annotations
 import click
 
 from rlkd_bench import __version__
-from rlkd_bench.errors import RlkdError
+from rlkd_bench.build import TraceSpec, build_gsrm_data, build_traces, print_summary
+from rlkd_bench.console import summary
+from rlkd_bench.errors import ConfigError, RlkdError
+from rlkd_bench.sources import FORMATS, parse_field_mappings
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -45,6 +48,163 @@ def cli() -> None:
 
 
 # ---- foundation: traces, build-gsrm-data -------------------------------------------------------
+
+
+def trace_options(f):
+    """The options that say where traces come from (shared by the commands that read traces)."""
+    opts = [
+        click.option("--traces", "source", metavar="SOURCE", default=None,
+                     help="Hub dataset id, local .jsonl/.parquet file, saved dataset dir or traces "
+                          "product dir. Default: the bundled traces."),
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
+                     help="Input schema; auto detects traces, OpenR1-Math-220k and OpenThoughts."),
+        click.option("--field", "fields", multiple=True, metavar="NAME=COLUMN",
+                     help="Map a column for a generic table (repeatable): problem, reasoning, answer, "
+                          "gold, domain, id."),
+        click.option("--split", default="train", show_default=True, help="Dataset split to read."),
+        click.option("--config-name", default=None, help="Hub dataset config (e.g. metadata)."),
+        click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+                     help="stop: fail on the first bad row, before writing anything; skip: record it in "
+                          "rejects.jsonl with its reason and go on."),
+        click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N traces."),
+        click.option("--verify/--no-verify", default=False, show_default=True,
+                     help="Check each answer against its gold with math-verify; reject misses."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _trace_spec(source, fmt, fields, split, config_name, on_error, limit, verify) -> TraceSpec:
+    return TraceSpec(source=source, fmt=fmt, fields=parse_field_mappings(fields), split=split,
+                     config=config_name, on_error=on_error, limit=limit, verify=verify)
+
+
+def engine_options(f):
+    """Options for model engines (OpenAI-compatible servers, the Batch API, local models)."""
+    opts = [
+        click.option("--base-url", default=None, metavar="URL",
+                     help="OpenAI-compatible endpoint (vllm serve, transformers serve, ...). "
+                          "Default: api.openai.com."),
+        click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, metavar="NAME",
+                     help="Environment variable that holds the API key (the key is never written)."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="Requests in flight at once."),
+        click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=120.0,
+                     show_default=True, help="Per-request timeout in seconds."),
+        click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True,
+                     help="Retries per request on 429/5xx, timeouts and dropped connections."),
+        click.option("--cache-dir", default=None, metavar="DIR",
+                     help="Request cache (default $RLKD_CACHE_DIR or ~/.cache/rlkd-bench)."),
+        click.option("--no-cache", is_flag=True, help="Neither read nor write the request cache."),
+        click.option("--batch-api", is_flag=True,
+                     help="Use the OpenAI Batch API (half price; the batch id is kept in --out, so a "
+                          "rerun resumes the same batch)."),
+        click.option("--max-cost", "max_cost_usd", type=click.FloatRange(min=0), default=None,
+                     metavar="USD", help="Stop cleanly before the run's cost would pass this."),
+        click.option("--price", "prices", multiple=True, metavar="MODEL=IN,OUT",
+                     help="Override a price: USD per 1M input and output tokens (repeatable)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _engine_options(out, base_url, api_key_env, concurrency, timeout_s, max_retries, cache_dir,
+                    no_cache, batch_api, max_cost_usd, prices, progress=True):
+    from rlkd_bench.llm.base import EngineOptions
+
+    price_table = None
+    if prices:
+        from rlkd_bench.llm.cost import parse_prices
+
+        price_table = parse_prices(prices)
+    return EngineOptions(
+        base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, timeout_s=timeout_s,
+        max_retries=max_retries, cache_dir=cache_dir, use_cache=not no_cache, batch_api=batch_api,
+        batch_dir=str(out), max_cost_usd=max_cost_usd, prices=price_table, progress=progress,
+    )
+
+
+@cli.command("traces")
+@trace_options
+@click.option("--out", type=click.Path(file_okay=False), default="outputs/traces", show_default=True,
+              help="Output directory (the traces product).")
+def traces_cmd(source, fmt, fields, split, config_name, on_error, limit, verify, out):
+    """Normalise teacher reasoning traces into the traces product.
+
+    Reads OpenThoughts-114k (metadata config), OpenR1-Math-220k (the first math-verify-correct
+    generation becomes the teacher trace, as in the paper), our own traces, or any table with
+    --field mappings; from a Hub id or a local file. Writes OUT/traces.jsonl, rejects.jsonl,
+    manifest.json and README.md.
+
+    \b
+    Examples:
+      rlkd-bench traces --out outputs/traces                       # the bundled traces
+      rlkd-bench traces --traces open-r1/OpenR1-Math-220k --limit 1000 --verify
+      rlkd-bench traces --traces open-thoughts/OpenThoughts-114k --config-name metadata
+      rlkd-bench traces --traces mine.jsonl --field problem=question --field reasoning=cot
+    """
+    spec = _trace_spec(source, fmt, fields, split, config_name, on_error, limit, verify)
+    manifest = build_traces(spec, out)
+    print_summary("traces", manifest, out)
+    click.echo(out)
+
+
+@cli.command("build-gsrm-data")
+@trace_options
+@click.option("--annotator", default="heuristic", show_default=True, metavar="SPEC",
+              help="heuristic (offline algorithm) or openai:<model> (GPT-4o or any "
+                   "OpenAI-compatible model with the domain prompts in prompts/).")
+@engine_options
+@click.option("--out", type=click.Path(file_okay=False), default="outputs/gsrm-data", show_default=True,
+              help="Output directory (annotations, rejects, sft/, manifest, card).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")
+@click.option("--test-size", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="Test split: a fraction (<1) or a number of rows (>=1).")
+@click.option("--estimate", is_flag=True, help="Print requests, tokens and cost; call nothing.")
+@click.option("--overwrite", is_flag=True, help="Start over instead of resuming what OUT holds.")
+@click.option("--retry-rejects", is_flag=True, help="Annotate again the rows rejected last time.")
+@click.option("--progress/--no-progress", "show_progress", default=True, help="Show progress bars.")
+def build_gsrm_data_cmd(source, fmt, fields, split, config_name, on_error, limit, verify, annotator,
+                        base_url, api_key_env, concurrency, timeout_s, max_retries, cache_dir, no_cache,
+                        batch_api, max_cost_usd, prices, out, seed, test_size, estimate, overwrite,
+                        retry_rejects, show_progress):
+    """Build the GSRM training set: traces -> step annotations -> SFT conversations.
+
+    Each trace is decomposed into [Meta-reasoning i] / [Sub-problem i] / [Answer i] steps ending in
+    "So the final answer is:". Valid annotations go to OUT/annotations.jsonl, invalid ones to
+    OUT/rejects.jsonl with the reason, and OUT/sft is a datasets.DatasetDict (train/test) whose
+    `messages` column is the GSRM's conversation (system, user: problem + trace, assistant: steps).
+    A rerun resumes: finished rows are kept and cached requests are not paid again.
+
+    \b
+    Examples:
+      rlkd-bench build-gsrm-data --out outputs/gsrm-data           # offline, bundled traces
+      rlkd-bench build-gsrm-data --annotator openai:gpt-4o --traces outputs/traces --estimate
+      rlkd-bench build-gsrm-data --annotator openai:gpt-4o --traces outputs/traces --max-cost 20
+      rlkd-bench build-gsrm-data --annotator openai:Qwen/Qwen2.5-72B-Instruct \\
+          --base-url http://localhost:8000/v1 --concurrency 64
+    """
+    spec = _trace_spec(source, fmt, fields, split, config_name, on_error, limit, verify)
+    options = {}
+    if annotator != "heuristic":
+        options["options"] = _engine_options(out, base_url, api_key_env, concurrency, timeout_s,
+                                             max_retries, cache_dir, no_cache, batch_api, max_cost_usd,
+                                             prices, show_progress)
+    if estimate:
+        from rlkd_bench.decompose import get_decomposer
+
+        decomposer = get_decomposer(annotator, **options)
+        if not hasattr(decomposer, "estimate"):
+            raise ConfigError(f"--estimate needs an LLM annotator; {annotator!r} calls no model and costs 0")
+        summary(f"estimate ({annotator})", decomposer.estimate(spec.load().rows))
+        return
+    manifest = build_gsrm_data(spec, out, annotator=annotator, annotator_options=options,
+                               test_size=test_size, seed=seed, overwrite=overwrite,
+                               retry_rejects=retry_rejects, show_progress=show_progress)
+    print_summary("build-gsrm-data", manifest, out)
+    click.echo(out)
 
 
 # ---- GSRM, RLKD data, publish ------------------------------------------------------------------

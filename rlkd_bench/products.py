@@ -101,10 +101,12 @@ class RowLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: dict[str, dict] = {}
         if resume and self.path.exists():
-            self.rows = {str(r[key]): r for r in _read_valid_jsonl(self.path) if key in r}
+            for r in _read_valid_jsonl(self.path):
+                if key in r:
+                    self.rows.setdefault(str(r[key]), r)  # the first row per key wins
         # rewrite the kept rows so a torn tail or duplicates never survive a resume
         write_jsonl(self.path, self.rows.values())
-        self._f = open(self.path, "a", encoding="utf-8")
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     @property
     def done(self) -> set[str]:

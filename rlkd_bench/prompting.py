@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from rlkd_bench.errors import ConfigError
@@ -27,7 +27,7 @@ class Prompt:
         return f"{self.name}@{hashlib.sha256(self.text.encode('utf-8')).hexdigest()[:10]}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_prompt(name: str) -> Prompt:
     """Load ``prompts/<name>.txt`` from the package."""
     path = resources.files("rlkd_bench") / "prompts" / f"{name}.txt"

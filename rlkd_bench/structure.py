@@ -123,7 +123,7 @@ def parse_steps(text: str) -> Decomposition:
     """
     final_answer = None
     fm = None
-    for fm in _FINAL_RE.finditer(text):
+    for fm in _FINAL_RE.finditer(text):  # noqa: B007 - the last final-answer line wins
         pass
     if fm is not None:
         final_answer = _clean(text[fm.end() :])

@@ -1,0 +1,269 @@
+"""Stages that build data products: traces, and traces -> annotations -> GSRM SFT set.
+
+A stage reads its inputs, calls the parts (sources, decomposers), and writes one product
+directory: data files, manifest.json and a README.md card. Annotation rows are appended as they
+finish, so an interrupted run resumes where it stopped and never pays twice for a row.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlkd_bench.console import console, progress, summary
+from rlkd_bench.decompose import Decomposer, DecomposeResult, get_decomposer
+from rlkd_bench.errors import ConfigError, DataError
+from rlkd_bench.llm.base import Usage
+from rlkd_bench.products import Manifest, RowLog, render_card, write_jsonl, write_text
+from rlkd_bench.prompting import GSRM_PROMPT, gsrm_messages, load_prompt
+from rlkd_bench.sources import LoadResult, load_traces
+from rlkd_bench.structure import Decomposition, render_steps
+
+RUN_STATE = "run.json"
+
+
+@dataclass
+class TraceSpec:
+    """Where traces come from and how to read them (the `--traces` family of options)."""
+
+    source: str | None = None
+    fmt: str = "auto"
+    fields: dict[str, str] = field(default_factory=dict)
+    split: str = "train"
+    config: str | None = None
+    on_error: str = "stop"
+    limit: int | None = None
+    verify: bool = False
+
+    def load(self) -> LoadResult:
+        return load_traces(self.source, fmt=self.fmt, fields=self.fields or None, split=self.split,
+                           config=self.config, on_error=self.on_error, limit=self.limit,
+                           verify=self.verify)
+
+
+def _record_input(manifest: Manifest, spec: TraceSpec, loaded: LoadResult) -> None:
+    from rlkd_bench.sources import bundled_traces_path
+
+    src = spec.source or str(bundled_traces_path())
+    manifest.add_input("traces", src)
+    manifest.inputs["traces"].update({"format": loaded.fmt, "split": spec.split})
+
+
+def build_traces(spec: TraceSpec, out: str | Path) -> dict[str, Any]:
+    """Normalise traces from any source into a traces product at ``out``."""
+    t0 = time.time()
+    out = Path(out)
+    loaded = spec.load()
+    manifest = Manifest(product="traces")
+    _record_input(manifest, spec, loaded)
+    manifest.params = {"format": loaded.fmt, "verify": spec.verify, "limit": spec.limit,
+                       "on_error": spec.on_error, "fields": spec.fields}
+    write_jsonl(out / "traces.jsonl", loaded.rows)
+    write_jsonl(out / "rejects.jsonl", loaded.rejects)
+    domains: dict[str, int] = {}
+    for r in loaded.rows:
+        domains[r["domain"]] = domains.get(r["domain"], 0) + 1
+    manifest.counts = {"ok": len(loaded.rows), "rejected": len(loaded.rejects),
+                       **{f"domain_{k}": v for k, v in sorted(domains.items())}}
+    return _finish(manifest, out, t0, "Teacher reasoning traces",
+                   "Teacher reasoning traces normalised to the rlkd-bench traces schema "
+                   "(id, domain, problem, reasoning, answer, gold, source, verified).",
+                   ["traces.jsonl", "rejects.jsonl"])
+
+
+def _finish(manifest: Manifest, out: Path, t0: float, title: str, blurb: str,
+            files: list[str]) -> dict[str, Any]:
+    manifest.files = files + ["manifest.json", "README.md"]
+    manifest.wall_time_s = round(time.time() - t0, 3)
+    manifest.write(out)
+    write_text(out / "README.md", render_card(manifest.to_dict(), title=title, summary=blurb))
+    return manifest.to_dict()
+
+
+# ---- build-gsrm-data ---------------------------------------------------------------------------
+
+
+def annotation_row(trace: dict[str, Any], res: DecomposeResult, annotator: dict[str, Any]
+                   ) -> dict[str, Any]:
+    assert res.decomposition is not None
+    return {
+        "id": trace["id"], "domain": trace["domain"], **res.decomposition.to_dict(),
+        "raw": res.raw or render_steps(res.decomposition), "annotator": annotator,
+        "usage": res.usage.to_dict(), "cached": res.cached, "attempts": res.attempts,
+        "status": "ok", "reason": None,
+    }
+
+
+def reject_row(trace: dict[str, Any], res: DecomposeResult, annotator: dict[str, Any]
+               ) -> dict[str, Any]:
+    return {
+        "id": trace["id"], "stage": "annotate", "reason": res.error or "no decomposition",
+        "raw": res.raw, "annotator": annotator, "usage": res.usage.to_dict(),
+        "attempts": res.attempts, "status": "rejected",
+    }
+
+
+def sft_example(trace: dict[str, Any], decomposition: Decomposition) -> dict[str, Any]:
+    """One GSRM SFT example in TRL's conversational format."""
+    messages = gsrm_messages(trace["problem"], trace["reasoning"])
+    messages.append({"role": "assistant", "content": render_steps(decomposition)})
+    return {"id": trace["id"], "domain": trace["domain"], "messages": messages}
+
+
+def split_sizes(n: int, test_size: float) -> int:
+    """Number of test rows: a fraction (0 < x < 1) or a count (x >= 1); never all rows."""
+    if test_size < 0:
+        raise ConfigError(f"--test-size must be >= 0, got {test_size}")
+    n_test = int(test_size) if test_size >= 1 else round(n * test_size)
+    if test_size > 0 and n >= 2:
+        n_test = max(1, n_test)
+    return min(n_test, max(n - 1, 0))
+
+
+def save_sft(examples: list[dict[str, Any]], out: Path, *, test_size: float, seed: int) -> dict[str, int]:
+    """Save examples as a DatasetDict (train/test) at ``out``, atomically."""
+    import random
+
+    import datasets
+
+    from rlkd_bench.products import atomic_dir
+
+    if not examples:
+        raise DataError("no annotation passed validation: nothing to train the GSRM on "
+                        "(see rejects.jsonl for the reasons)", file=str(out.parent / "rejects.jsonl"))
+    order = sorted(examples, key=lambda e: e["id"])
+    random.Random(seed).shuffle(order)
+    n_test = split_sizes(len(order), test_size)
+    parts = {"train": order[n_test:], "test": order[:n_test]}
+    dd = datasets.DatasetDict({k: datasets.Dataset.from_list(v) if v else
+                               datasets.Dataset.from_dict({"id": [], "domain": [], "messages": []})
+                               for k, v in parts.items()})
+    with atomic_dir(out) as tmp:
+        dd.save_to_disk(str(tmp))
+    return {k: len(v) for k, v in parts.items()}
+
+
+def _check_run_state(out: Path, state: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to mix two annotators (or prompt versions) in one output directory."""
+    import json
+
+    path = out / RUN_STATE
+    if overwrite:
+        for name in ("annotations.jsonl", "rejects.jsonl", RUN_STATE):
+            (out / name).unlink(missing_ok=True)
+        return
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != state:
+            diff = {k: (old.get(k), v) for k, v in state.items() if old.get(k) != v}
+            raise ConfigError(
+                f"{out} holds a run with other settings {diff}; use a new --out or --overwrite")
+
+
+def _call_decomposer(decomposer: Decomposer, items: list[dict[str, Any]], on_result) -> list[DecomposeResult]:
+    """Use the streaming callback when the decomposer has one, so rows land as they finish."""
+    if "on_result" in inspect.signature(decomposer.decompose).parameters:
+        return decomposer.decompose(items, on_result=on_result)
+    results = decomposer.decompose(items)
+    for i, res in enumerate(results):
+        on_result(i, res)
+    return results
+
+
+def build_gsrm_data(
+    spec: TraceSpec,
+    out: str | Path,
+    *,
+    annotator: str = "heuristic",
+    annotator_options: dict[str, Any] | None = None,
+    test_size: float = 0.1,
+    seed: int = 0,
+    overwrite: bool = False,
+    retry_rejects: bool = False,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """traces -> annotations.jsonl / rejects.jsonl -> sft/ (DatasetDict) + manifest + card."""
+    import json
+
+    t0 = time.time()
+    out = Path(out)
+    loaded = spec.load()
+    decomposer = get_decomposer(annotator, **(annotator_options or {}))
+    described = decomposer.describe()
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"annotator": annotator, "prompt_version": decomposer.prompt_version,
+             "gsrm_prompt": load_prompt(GSRM_PROMPT).version}
+    _check_run_state(out, state, overwrite)
+    write_text(out / RUN_STATE, json.dumps(state, indent=2) + "\n")
+
+    traces = {t["id"]: t for t in loaded.rows}
+    ann_log, rej_log = RowLog(out / "annotations.jsonl"), RowLog(out / "rejects.jsonl")
+    for r in loaded.rejects:
+        rej_log.append(r)
+    if retry_rejects:
+        rej_log.rows = {k: v for k, v in rej_log.rows.items() if v.get("stage") == "load"}
+        write_jsonl(rej_log.path, rej_log.rows.values())
+    resumed = len(ann_log.done & traces.keys()) + len(rej_log.done & traces.keys())
+    pending = [t for tid, t in traces.items() if tid not in ann_log.done and tid not in rej_log.done]
+    usage, cached, budget_stop = Usage(), 0, None
+    bar = progress(range(len(pending)), total=len(pending), desc=f"annotate ({annotator})",
+                   enabled=show_progress)
+
+    def on_result(i: int, res: DecomposeResult) -> None:
+        nonlocal usage, cached, budget_stop
+        if res.error and res.error.startswith("budget:"):
+            budget_stop = res.error
+            return  # not done: a rerun with a larger budget picks it up
+        trace = pending[i]
+        usage += res.usage
+        cached += int(res.cached)
+        if res.ok:
+            ann_log.append(annotation_row(trace, res, described))
+        else:
+            rej_log.append(reject_row(trace, res, described))
+        next(bar, None)
+
+    try:
+        if pending:
+            _call_decomposer(decomposer, pending, on_result)
+    finally:
+        ann_log.close()
+        rej_log.close()
+
+    done = {tid: row for tid, row in ann_log.rows.items() if tid in traces}
+    examples = [sft_example(traces[tid], Decomposition.from_dict(row)) for tid, row in done.items()]
+    split = save_sft(examples, out / "sft", test_size=test_size, seed=seed) if not budget_stop else {}
+    manifest = Manifest(product="gsrm-data")
+    _record_input(manifest, spec, loaded)
+    manifest.params = {"annotator": annotator, "annotator_config": described, "test_size": test_size,
+                       "seed": seed, "limit": spec.limit, "on_error": spec.on_error}
+    manifest.prompt_versions = {"annotator": decomposer.prompt_version,
+                                "gsrm": load_prompt(GSRM_PROMPT).version}
+    rejected = sum(1 for tid in rej_log.rows if tid in traces or rej_log.rows[tid].get("stage") == "load")
+    manifest.counts = {"traces": len(traces) + len(loaded.rejects), "ok": len(done), "rejected": rejected,
+                       "resumed": resumed, "cached": cached, "pending": len(traces) - len(done) - rejected,
+                       **{f"sft_{k}": v for k, v in split.items()}}
+    manifest.usage = {**usage.to_dict()}
+    files = ["annotations.jsonl", "rejects.jsonl", RUN_STATE] + (["sft/"] if split else [])
+    result = _finish(manifest, out, t0, "GSRM training data",
+                     "Teacher traces annotated as meta-reasoning / sub-problem / answer steps, and the "
+                     "GSRM supervised fine-tuning set built from them (TRL conversational `messages`).",
+                     files)
+    if budget_stop:
+        console.print(f"[yellow]stopped before passing the budget ({budget_stop}); finished rows are "
+                      f"kept in {out}; rerun with a larger --max-cost to continue[/yellow]")
+    return result
+
+
+def print_summary(title: str, manifest: dict[str, Any], out: str | Path) -> None:
+    rows: dict[str, Any] = dict(manifest.get("counts", {}))
+    usage = manifest.get("usage") or {}
+    if usage:
+        rows["tokens in/out"] = f"{usage.get('prompt_tokens', 0):,} / {usage.get('completion_tokens', 0):,}"
+        rows["cost (USD)"] = f"{usage.get('cost_usd', 0.0):.4f}"
+    rows["time (s)"] = manifest.get("wall_time_s", 0.0)
+    rows["outputs"] = str(out)
+    summary(title, rows)
