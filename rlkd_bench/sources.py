@@ -227,6 +227,41 @@ def _generic(fields: dict[str, str]) -> Callable[[_Row, str], dict[str, Any]]:
     return convert
 
 
+def _problem(fmt: str) -> Callable[[_Row, str], dict[str, Any]]:
+    """Problems only (for teacher generation): id, domain, problem, gold; no reasoning needed."""
+    from rlkd_bench.answers import last_boxed
+
+    def convert(row: _Row, origin: str) -> dict[str, Any]:
+        if fmt == "openr1":
+            uid = row.text("uuid", required=False)
+            id_, domain, gold = (f"openr1-{uid}" if uid else row.default_id("openr1"), "math",
+                                 row.text("answer"))
+        elif fmt == "openthoughts":
+            text = row.text("ground_truth_solution", required=False)
+            id_, domain, gold = row.default_id("openthoughts"), row.domain(), last_boxed(text) or text.strip()
+        else:
+            id_ = row.text("id", required=False) or row.default_id("problem")
+            domain, gold = row.domain(), row.text("gold", required=False)
+        return {"id": id_, "domain": domain, "problem": row.text("problem"), "gold": gold,
+                "source": origin}
+
+    return convert
+
+
+def _generic_problem(fields: dict[str, str]) -> Callable[[_Row, str], dict[str, Any]]:
+    if "problem" not in fields:
+        raise ConfigError("generic format needs --field problem=COLUMN")
+    base = _problem("generic")
+
+    def convert(row: _Row, origin: str) -> dict[str, Any]:
+        for col in fields.values():
+            if col not in row.rec:
+                raise row.err(col, "missing")
+        return base(_Row({k: row.rec.get(c) for k, c in fields.items()}, row.file, row.line), origin)
+
+    return convert
+
+
 _CONVERTERS: dict[str, Callable[[_Row, str], dict[str, Any]]] = {
     "traces": _from_traces, "openr1": _from_openr1, "openthoughts": _from_openthoughts,
 }
@@ -264,8 +299,12 @@ def load_traces(
     on_error: str = "stop",
     limit: int | None = None,
     verify: bool = False,
+    problems_only: bool = False,
 ) -> LoadResult:
     """Load and normalise teacher traces. ``source=None`` means the bundled traces.
+
+    ``problems_only=True`` reads just id, domain, problem and gold (the input of teacher
+    generation), so sources without reasoning traces work too.
 
     ``on_error="stop"`` raises the first DataError (nothing has been written yet);
     ``"skip"`` records each bad row in ``rejects`` with its reason and goes on.
@@ -281,7 +320,10 @@ def load_traces(
     label = str(path) if path else source
     if fields:
         fmt = "generic"
-    convert = _generic(fields or {}) if fmt == "generic" else _CONVERTERS.get(fmt)
+    if problems_only:
+        convert = None if fmt == "auto" else _generic_problem(fields) if fields else _problem(fmt)
+    else:
+        convert = _generic(fields or {}) if fmt == "generic" else _CONVERTERS.get(fmt)
     result = LoadResult(source=origin, fmt=fmt)
     seen: set[str] = set()
 
@@ -308,13 +350,13 @@ def load_traces(
                 raise DataError(
                     f"cannot tell the schema from columns {sorted(rec)[:12]}; pass --format or "
                     "--field problem=COL --field reasoning=COL", file=label, line=line)
-            result.fmt, conv = detected, _CONVERTERS[detected]
+            result.fmt, conv = detected, _problem(detected) if problems_only else _CONVERTERS[detected]
             convert = conv
         try:
             trace = conv(row, origin)
             if trace["id"] in seen:
                 raise row.err("id", f"duplicate id {trace['id']!r}")
-            if verify and trace["gold"]:
+            if verify and trace["gold"] and not problems_only:
                 from rlkd_bench.answers import verify as check
 
                 trace["verified"] = check(trace["gold"], trace["answer"] or trace["reasoning"][-2000:])

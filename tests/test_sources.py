@@ -149,3 +149,14 @@ def test_bundled_default_loads() -> None:
     res = load_traces()
     assert len(res.rows) >= 40 and not res.rejects
     assert {r["domain"] for r in res.rows} >= {"math", "science", "puzzle", "code"}
+
+
+def test_problems_only_for_teacher_generation(tmp_path: Path) -> None:
+    rows = [openr1_row("a", [], [], answer="7"), {"question": "q?", "ans": 3}]
+    p = write_lines(tmp_path / "p.jsonl", [json.dumps(rows[0])])
+    res = load_traces(str(p), problems_only=True)
+    assert res.rows == [{"id": "openr1-a", "domain": "math", "problem": "Problem a", "gold": "7",
+                         "source": str(p)}]
+    q = write_lines(tmp_path / "q.jsonl", [json.dumps(rows[1])])
+    res = load_traces(str(q), problems_only=True, fields={"problem": "question", "gold": "ans"})
+    assert res.rows[0]["problem"] == "q?" and res.rows[0]["gold"] == "3"
