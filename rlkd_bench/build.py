@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlkd_bench.console import console, progress, summary
+from rlkd_bench.console import console, progress_bar, summary
 from rlkd_bench.decompose import Decomposer, DecomposeResult, get_decomposer
 from rlkd_bench.errors import ConfigError, DataError
 from rlkd_bench.llm.base import Usage
@@ -141,6 +141,7 @@ def save_sft(examples: list[dict[str, Any]], out: Path, *, test_size: float, see
     dd = datasets.DatasetDict({k: datasets.Dataset.from_list(v) if v else
                                datasets.Dataset.from_dict({"id": [], "domain": [], "messages": []})
                                for k, v in parts.items()})
+    datasets.disable_progress_bars()
     with atomic_dir(out) as tmp:
         dd.save_to_disk(str(tmp))
     return {k: len(v) for k, v in parts.items()}
@@ -209,8 +210,7 @@ def build_gsrm_data(
     resumed = len(ann_log.done & traces.keys()) + len(rej_log.done & traces.keys())
     pending = [t for tid, t in traces.items() if tid not in ann_log.done and tid not in rej_log.done]
     usage, cached, budget_stop = Usage(), 0, None
-    bar = progress(range(len(pending)), total=len(pending), desc=f"annotate ({annotator})",
-                   enabled=show_progress)
+    bar = progress_bar(total=len(pending), desc=f"annotate ({annotator})", enabled=show_progress)
 
     def on_result(i: int, res: DecomposeResult) -> None:
         nonlocal usage, cached, budget_stop
@@ -224,12 +224,15 @@ def build_gsrm_data(
             ann_log.append(annotation_row(trace, res, described))
         else:
             rej_log.append(reject_row(trace, res, described))
-        next(bar, None)
+        bar.update(1)
+        bar.set_postfix(ok=len(ann_log.rows), rejected=len(rej_log.rows), cost=f"${usage.cost_usd:.4f}",
+                        refresh=False)
 
     try:
         if pending:
             _call_decomposer(decomposer, pending, on_result)
     finally:
+        bar.close()
         ann_log.close()
         rej_log.close()
 
@@ -264,6 +267,6 @@ def print_summary(title: str, manifest: dict[str, Any], out: str | Path) -> None
     if usage:
         rows["tokens in/out"] = f"{usage.get('prompt_tokens', 0):,} / {usage.get('completion_tokens', 0):,}"
         rows["cost (USD)"] = f"{usage.get('cost_usd', 0.0):.4f}"
-    rows["time (s)"] = manifest.get("wall_time_s", 0.0)
+    rows["time (s)"] = f"{manifest.get('wall_time_s', 0.0):.1f}"
     rows["outputs"] = str(out)
     summary(title, rows)

@@ -14,10 +14,16 @@ console = Console(stderr=True, highlight=False)
 
 def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", enabled: bool = True
              ) -> Iterator[T]:
-    """A tqdm bar on stderr (silent when disabled or not a terminal and not forced)."""
+    """Iterate with a tqdm bar on stderr."""
+    return iter(progress_bar(items, total=total, desc=desc, enabled=enabled))
+
+
+def progress_bar(items: Iterable[T] | None = None, *, total: int | None = None, desc: str = "",
+                 enabled: bool = True):
+    """A tqdm bar on stderr; ``update()`` it by hand when results arrive out of order."""
     from tqdm.auto import tqdm
 
-    return iter(tqdm(items, total=total, desc=desc, disable=not enabled, unit="row", leave=False))
+    return tqdm(items, total=total, desc=desc, disable=not enabled, unit="row", dynamic_ncols=True)
 
 
 def summary(title: str, rows: dict[str, Any]) -> None:
