@@ -1,0 +1,1 @@
+"""Bundled data (teacher traces, package data) and the seeded synthetic generator (synthetic.py)."""
