@@ -23,6 +23,7 @@ from rlkd_bench.sources import LoadResult, load_traces
 from rlkd_bench.structure import Decomposition, render_steps
 
 RUN_STATE = "run.json"
+TRANSIENT = "request failed:"  # transport failures after all retries: a rerun tries them again
 
 
 @dataclass
@@ -91,7 +92,8 @@ def annotation_row(trace: dict[str, Any], res: DecomposeResult, annotator: dict[
     assert res.decomposition is not None
     return {
         "id": trace["id"], "domain": trace["domain"], **res.decomposition.to_dict(),
-        "raw": res.raw or render_steps(res.decomposition), "annotator": annotator,
+        "raw": res.raw or render_steps(res.decomposition),
+        "annotator": {**annotator, **res.annotator_meta()},
         "usage": res.usage.to_dict(), "cached": res.cached, "attempts": res.attempts,
         "status": "ok", "reason": None,
     }
@@ -101,7 +103,7 @@ def reject_row(trace: dict[str, Any], res: DecomposeResult, annotator: dict[str,
                ) -> dict[str, Any]:
     return {
         "id": trace["id"], "stage": "annotate", "reason": res.error or "no decomposition",
-        "raw": res.raw, "annotator": annotator, "usage": res.usage.to_dict(),
+        "raw": res.raw, "annotator": {**annotator, **res.annotator_meta()}, "usage": res.usage.to_dict(),
         "attempts": res.attempts, "status": "rejected",
     }
 
@@ -209,18 +211,20 @@ def build_gsrm_data(
         write_jsonl(rej_log.path, rej_log.rows.values())
     resumed = len(ann_log.done & traces.keys()) + len(rej_log.done & traces.keys())
     pending = [t for tid, t in traces.items() if tid not in ann_log.done and tid not in rej_log.done]
-    usage, cached, budget_stop = Usage(), 0, None
+    usage, cached, budget_stop, failed = Usage(), 0, None, 0
     bar = progress_bar(total=len(pending), desc=f"annotate ({annotator})", enabled=show_progress)
 
     def on_result(i: int, res: DecomposeResult) -> None:
-        nonlocal usage, cached, budget_stop
+        nonlocal usage, cached, budget_stop, failed
         if res.error and res.error.startswith("budget:"):
             budget_stop = res.error
             return  # not done: a rerun with a larger budget picks it up
         trace = pending[i]
         usage += res.usage
         cached += int(res.cached)
-        if res.ok:
+        if res.error and res.error.startswith(TRANSIENT):
+            failed += 1  # the server failed, not the annotation: left pending for a rerun
+        elif res.ok:
             ann_log.append(annotation_row(trace, res, described))
         else:
             rej_log.append(reject_row(trace, res, described))
@@ -245,9 +249,11 @@ def build_gsrm_data(
                        "seed": seed, "limit": spec.limit, "on_error": spec.on_error}
     manifest.prompt_versions = {"annotator": decomposer.prompt_version,
                                 "gsrm": load_prompt(GSRM_PROMPT).version}
-    rejected = sum(1 for tid in rej_log.rows if tid in traces or rej_log.rows[tid].get("stage") == "load")
+    ann_rejected = sum(1 for tid in rej_log.rows if tid in traces)
+    rejected = ann_rejected + sum(1 for r in rej_log.rows.values() if r.get("stage") == "load")
     manifest.counts = {"traces": len(traces) + len(loaded.rejects), "ok": len(done), "rejected": rejected,
-                       "resumed": resumed, "cached": cached, "pending": len(traces) - len(done) - rejected,
+                       "resumed": resumed, "cached": cached, "failed_requests": failed,
+                       "pending": len(traces) - len(done) - ann_rejected,
                        **{f"sft_{k}": v for k, v in split.items()}}
     manifest.usage = {**usage.to_dict()}
     files = ["annotations.jsonl", "rejects.jsonl", RUN_STATE] + (["sft/"] if split else [])
@@ -255,6 +261,9 @@ def build_gsrm_data(
                      "Teacher traces annotated as meta-reasoning / sub-problem / answer steps, and the "
                      "GSRM supervised fine-tuning set built from them (TRL conversational `messages`).",
                      files)
+    if failed:
+        console.print(f"[yellow]{failed} request(s) failed after all retries; they are not rejects: "
+                      "rerun the same command to try them again[/yellow]")
     if budget_stop:
         console.print(f"[yellow]stopped before passing the budget ({budget_stop}); finished rows are "
                       f"kept in {out}; rerun with a larger --max-cost to continue[/yellow]")

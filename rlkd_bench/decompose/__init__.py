@@ -29,6 +29,10 @@ class DecomposeResult:
     def ok(self) -> bool:
         return self.decomposition is not None and self.error is None
 
+    def annotator_meta(self) -> dict[str, Any]:
+        """Per-row facts (e.g. which domain prompt was used) added to the row's ``annotator``."""
+        return {}
+
 
 class Decomposer(Protocol):
     """``items`` are traces rows (dicts with id, domain, problem, reasoning)."""
