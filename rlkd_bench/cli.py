@@ -130,7 +130,27 @@ def _engine_options(out, base_url, api_key_env, concurrency, timeout_s, max_retr
 @trace_options
 @click.option("--out", type=click.Path(file_okay=False), default="outputs/traces", show_default=True,
               help="Output directory (the traces product).")
-def traces_cmd(source, fmt, fields, split, config_name, on_error, limit, verify, out):
+@click.option("--generate", is_flag=True,
+              help="Sample new traces from --teacher for the problems in --traces (each needs a gold "
+                   "answer); keep the ones math-verify accepts.")
+@click.option("--teacher", default=None, metavar="ENGINE:MODEL",
+              help="Teacher for --generate: openai:<model> (--base-url for vllm/transformers serve), "
+                   "transformers:<path> or vllm:<path>.")
+@click.option("--n", "n_samples", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Samples per problem (--generate).")
+@click.option("--keep", type=click.Choice(["first", "all"]), default="first", show_default=True,
+              help="first: the first correct sample (the paper's rule; later samples are not paid "
+                   "for); all: every correct sample.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.6, show_default=True,
+              help="Teacher sampling temperature (R1's recommended 0.6).")
+@click.option("--top-p", type=click.FloatRange(min=0, max=1), default=0.95, show_default=True,
+              help="Teacher nucleus sampling.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=32768, show_default=True,
+              help="Longest teacher completion; one that never closes </think> counts as wrong.")
+@engine_options
+def traces_cmd(source, fmt, fields, split, config_name, on_error, limit, verify, out, generate=False,
+               teacher=None, n_samples=4, keep="first", temperature=0.6, top_p=0.95, max_tokens=32768,
+               **engine):
     """Normalise teacher reasoning traces into the traces product.
 
     Reads OpenThoughts-114k (metadata config), OpenR1-Math-220k (the first math-verify-correct
@@ -144,7 +164,25 @@ def traces_cmd(source, fmt, fields, split, config_name, on_error, limit, verify,
       rlkd-bench traces --traces open-r1/OpenR1-Math-220k --limit 1000 --verify
       rlkd-bench traces --traces open-thoughts/OpenThoughts-114k --config-name metadata
       rlkd-bench traces --traces mine.jsonl --field problem=question --field reasoning=cot
+      rlkd-bench traces --generate --teacher openai:deepseek-reasoner --traces problems.jsonl --n 4
+      rlkd-bench traces --generate --teacher openai:R1 --base-url http://localhost:8000/v1 \\
+          --traces open-r1/OpenR1-Math-220k --limit 500 --keep all --max-cost 50
     """
+    if generate or teacher:
+        if not (generate and teacher):
+            raise ConfigError("--generate and --teacher ENGINE:MODEL go together "
+                              "(e.g. --generate --teacher openai:deepseek-reasoner)")
+        from rlkd_bench.teacher import build_generated_traces
+
+        manifest = build_generated_traces(
+            source, out, teacher=teacher, n=n_samples, keep=keep,
+            params={"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens},
+            options=_engine_options(out, **engine),
+            load={"fmt": fmt, "fields": parse_field_mappings(fields) or None, "split": split,
+                  "config": config_name, "on_error": on_error, "limit": limit})
+        print_summary("traces (generated)", manifest, out)
+        click.echo(out)
+        return
     spec = _trace_spec(source, fmt, fields, split, config_name, on_error, limit, verify)
     manifest = build_traces(spec, out)
     print_summary("traces", manifest, out)
@@ -156,6 +194,10 @@ def traces_cmd(source, fmt, fields, split, config_name, on_error, limit, verify,
 @click.option("--annotator", default="heuristic", show_default=True, metavar="SPEC",
               help="heuristic (offline algorithm) or openai:<model> (GPT-4o or any "
                    "OpenAI-compatible model with the domain prompts in prompts/).")
+@click.option("--max-tokens", "annotator_max_tokens", type=click.IntRange(min=1), default=4096,
+              show_default=True, help="Longest annotation reply (openai:<model> annotators).")
+@click.option("--max-invalid-retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Retries of a reply that fails step validation before it goes to rejects.jsonl.")
 @engine_options
 @click.option("--out", type=click.Path(file_okay=False), default="outputs/gsrm-data", show_default=True,
               help="Output directory (annotations, rejects, sft/, manifest, card).")
@@ -169,7 +211,7 @@ def traces_cmd(source, fmt, fields, split, config_name, on_error, limit, verify,
 def build_gsrm_data_cmd(source, fmt, fields, split, config_name, on_error, limit, verify, annotator,
                         base_url, api_key_env, concurrency, timeout_s, max_retries, cache_dir, no_cache,
                         batch_api, max_cost_usd, prices, out, seed, test_size, estimate, overwrite,
-                        retry_rejects, show_progress):
+                        retry_rejects, show_progress, annotator_max_tokens=4096, max_invalid_retries=2):
     """Build the GSRM training set: traces -> step annotations -> SFT conversations.
 
     Each trace is decomposed into [Meta-reasoning i] / [Sub-problem i] / [Answer i] steps ending in
@@ -192,6 +234,8 @@ def build_gsrm_data_cmd(source, fmt, fields, split, config_name, on_error, limit
         options["options"] = _engine_options(out, base_url, api_key_env, concurrency, timeout_s,
                                              max_retries, cache_dir, no_cache, batch_api, max_cost_usd,
                                              prices, show_progress)
+    if annotator.startswith("openai:"):
+        options.update(max_tokens=annotator_max_tokens, max_invalid_retries=max_invalid_retries)
     if estimate:
         from rlkd_bench.decompose import get_decomposer
 
@@ -208,6 +252,92 @@ def build_gsrm_data_cmd(source, fmt, fields, split, config_name, on_error, limit
 
 
 # ---- GSRM, RLKD data, publish ------------------------------------------------------------------
+
+
+@cli.command("build-rlkd-data")
+@trace_options
+@click.option("--decomposer", default="heuristic", show_default=True, metavar="SPEC",
+              help="Who decomposes the teacher traces (once, here): heuristic, openai:<model> "
+                   "(LLM annotator), gsrm:<checkpoint-dir> or gsrm:<http://host:port/v1>.")
+@click.option("--gsrm-engine", type=click.Choice(["transformers", "vllm"]), default="transformers",
+              show_default=True, help="How a local GSRM checkpoint runs (vllm needs a GPU).")
+@click.option("--gsrm-model", default=None, metavar="NAME",
+              help="Served model name of a GSRM endpoint (default: the only one it lists).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Longest GSRM reply; a reply cut off here is a reject.")
+@engine_options
+@click.option("--out", type=click.Path(file_okay=False), default="outputs/rlkd-data", show_default=True,
+              help="Output directory (dataset/, rejects.jsonl, manifest, card).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")
+@click.option("--test-size", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="Test split: a fraction (<1) or a number of rows (>=1).")
+@click.option("--progress/--no-progress", "show_progress", default=True, help="Show progress bars.")
+def build_rlkd_data_cmd(source, fmt, fields, split, config_name, on_error, limit, verify, decomposer,
+                        gsrm_engine, gsrm_model, max_new_tokens, base_url, api_key_env, concurrency,
+                        timeout_s, max_retries, cache_dir, no_cache, batch_api, max_cost_usd, prices, out,
+                        seed, test_size, show_progress):
+    """Build the RL training set: problems, prompts, gold answers and teacher steps.
+
+    Each row holds a conversational `prompt` (a system turn asking for <think> reasoning and a
+    \\boxed{} answer inside <answer>, then the problem), the gold answer, the teacher's reasoning,
+    and the teacher's decomposition into steps, computed once here with --decomposer so the
+    structure reward never re-decomposes the teacher. OpenR1-Math-220k rows use the first
+    math-verify-correct generation as the teacher trace. Writes OUT/dataset (a DatasetDict with
+    train/test), OUT/rejects.jsonl (rows with no gold answer or a failed decomposition, with the
+    reason), manifest.json and README.md.
+
+    \b
+    Examples:
+      rlkd-bench build-rlkd-data --out outputs/rlkd-data           # offline: bundled + heuristic
+      rlkd-bench build-rlkd-data --traces open-r1/OpenR1-Math-220k --limit 5000 \\
+          --decomposer gsrm:outputs/gsrm-qwen7b --gsrm-engine vllm
+      rlkd-bench build-rlkd-data --traces outputs/traces \\
+          --decomposer gsrm:http://localhost:8000/v1 --concurrency 64
+    """
+    from rlkd_bench.rlkd_data import build_rlkd_data, summarize
+
+    spec = _trace_spec(source, fmt, fields, split, config_name, on_error, limit, verify)
+    options: dict = {}
+    if decomposer != "heuristic":
+        options["options"] = _engine_options(out, base_url, api_key_env, concurrency, timeout_s,
+                                             max_retries, cache_dir, no_cache, batch_api, max_cost_usd,
+                                             prices, show_progress)
+    if decomposer.startswith("gsrm:"):
+        options.update(engine=gsrm_engine, model=gsrm_model, max_new_tokens=max_new_tokens)
+    manifest = build_rlkd_data(spec, out, decomposer=decomposer, decomposer_options=options,
+                               test_size=test_size, seed=seed, show_progress=show_progress)
+    summarize(manifest, out)
+    click.echo(out)
+
+
+@cli.command("publish")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--repo", "repo_id", required=True, metavar="ID", help="Hub repo id, e.g. you/rlkd-data.")
+@click.option("--private", is_flag=True, help="Create the repo as private.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (repo, type, files, card); no network.")
+@click.option("--message", default=None, help="Commit message.")
+def publish_cmd(directory, repo_id, private, dry_run, message):
+    """Push a data product or a GSRM checkpoint to the Hugging Face Hub.
+
+    A directory with config.json goes up as a model repo, any other product as a dataset repo
+    (saved datasets as parquet, one file per split, declared in the card so load_dataset reads
+    them). The card is built from the product's manifest.json. The token comes from HF_TOKEN or
+    `hf auth login` and is never printed or written.
+
+    \b
+    Examples:
+      rlkd-bench publish outputs/rlkd-data --repo you/rlkd-data --dry-run
+      rlkd-bench publish outputs/gsrm-qwen7b --repo you/gsrm-qwen2.5-7b --private
+    """
+    from rlkd_bench.publish import plan_publish, publish
+
+    plan = plan_publish(directory, repo_id, private=private)
+    click.echo(plan.describe())
+    if dry_run:
+        click.echo("dry run: nothing was uploaded")
+        return
+    url = publish(plan, commit_message=message)
+    click.echo(f"published {plan.repo_type} {plan.repo_id}: {url}")
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -119,3 +119,10 @@ class EngineOptions:
     max_cost_usd: float | None = None
     prices: dict[str, tuple[float, float]] | None = None  # model -> (USD/1M input, USD/1M output)
     progress: bool = True
+    # backoff between retries: base * 2**attempt seconds with jitter, at most retry_max_wait_s
+    # (a server's Retry-After is honoured even when longer, up to 10 minutes)
+    retry_base_s: float = 0.5
+    retry_max_wait_s: float = 30.0
+    # local engines (transformers, vllm): device ("cpu", "cuda", "auto") and batch size
+    device: str | None = None
+    batch_size: int = 16

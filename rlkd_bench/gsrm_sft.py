@@ -1,0 +1,482 @@
+"""The parts of GSRM supervised fine-tuning; ``recipes/train_gsrm.py`` only wires them.
+
+The GSRM learns (problem + raw trace) -> rendered steps. Only the assistant turn (the steps)
+carries loss: with TRL's ``assistant_only_loss`` where the chat template has, or TRL can supply,
+``{% generation %}`` markers (the tiny model's ChatML, Qwen2.5, Llama 3, ...), otherwise by
+turning each conversation into prompt (system + user) and completion (assistant) for TRL's
+completion-only loss. Both give labels of -100 outside the steps.
+
+The checkpoint is written whole or not at all (staged, then renamed), with the tokenizer, a
+model card and a manifest that records the data manifest, the GSRM prompt version and the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlkd_bench import configs
+from rlkd_bench.configs import GSRMTrainConfig
+from rlkd_bench.errors import ConfigError, DataError
+from rlkd_bench.products import (
+    Manifest,
+    atomic_dir,
+    redact_argv,
+    render_card,
+    sha256_of,
+    write_json,
+    write_text,
+)
+from rlkd_bench.prompting import GSRM_PROMPT, load_prompt
+
+PRODUCT = "gsrm-checkpoint"
+SFT_SUBDIR = "sft"  # where build-gsrm-data saves the DatasetDict inside its product dir
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class SFTData:
+    """The loaded gsrm-sft splits and where they came from."""
+
+    train: Any  # datasets.Dataset
+    eval: Any | None
+    source: str
+    local: bool
+    manifest: dict[str, Any] | None = None
+    dropped_too_long: int = 0
+    system_prompt_version: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+
+def resolve_data_source(data: str | None) -> tuple[str, str]:
+    """Classify ``data`` as ('product'|'saved'|'file'|'hub', location); missing paths are errors.
+
+    A string of the form owner/name that is not a local path is taken as a Hub dataset id,
+    unless its first component is a local directory (then it was meant as a path).
+    """
+    if not data:
+        raise ConfigError(
+            "no data given: set `data:` in the config or pass data=DIR "
+            "(make it with: rlkd-bench build-gsrm-data --out DIR)"
+        )
+    p = Path(data).expanduser()
+    if p.is_dir():
+        if (p / SFT_SUBDIR / "dataset_dict.json").is_file():
+            return "product", str(p)
+        if (p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file():
+            return "saved", str(p)
+        raise ConfigError(
+            f"{p}: not a gsrm-sft dataset (no {SFT_SUBDIR}/dataset_dict.json or dataset_dict.json); "
+            "make one with: rlkd-bench build-gsrm-data --out DIR"
+        )
+    if p.is_file():
+        return "file", str(p)
+    first = data.split("/", 1)[0]
+    if _HUB_ID.match(data) and not Path(first).is_dir() and not data.startswith((".", "~")):
+        return "hub", data
+    raise ConfigError(
+        f"data directory not found: {data} (make it with: rlkd-bench build-gsrm-data --out {data})"
+    )
+
+
+def load_sft_data(cfg: GSRMTrainConfig) -> SFTData:
+    """Load the train (and eval) split of the gsrm-sft product named by ``cfg.data``."""
+    import datasets
+
+    kind, where = resolve_data_source(cfg.data)
+    manifest = None
+    try:
+        if kind in ("product", "saved"):
+            root = Path(where)
+            dd = load_saved_dict(root / SFT_SUBDIR if kind == "product" else root)
+            mf = root / "manifest.json"
+            if mf.is_file():
+                manifest = json.loads(mf.read_text(encoding="utf-8"))
+        elif kind == "file":
+            suffix = Path(where).suffix.lower()
+            builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(suffix)
+            if builder is None:
+                raise ConfigError(f"{where}: unsupported data file type {suffix!r} (jsonl, json or parquet)")
+            dd = datasets.load_dataset(builder, data_files={cfg.train_split: where})
+        else:
+            dd = datasets.load_dataset(where, cfg.data_config)
+    except ConfigError:
+        raise
+    except Exception as e:  # datasets raises many types; the user needs the source and the reason
+        raise ConfigError(f"could not load the gsrm-sft data {where!r}: {type(e).__name__}: {e}") from None
+    if not isinstance(dd, datasets.DatasetDict):
+        dd = datasets.DatasetDict({cfg.train_split: dd})
+    if cfg.train_split not in dd:
+        raise ConfigError(f"{where}: no split {cfg.train_split!r} (has: {', '.join(dd)})")
+    train = dd[cfg.train_split]
+    evald = dd[cfg.eval_split] if cfg.eval_split and cfg.eval_split in dd else None
+    for name, split in (("train", train), ("eval", evald)):
+        if split is not None:
+            _check_columns(split, where, name)
+    if cfg.max_train_samples:
+        train = train.select(range(min(cfg.max_train_samples, len(train))))
+    if evald is not None and cfg.max_eval_samples:
+        evald = evald.select(range(min(cfg.max_eval_samples, len(evald))))
+    if len(train) == 0:
+        raise DataError("the train split is empty", file=where, field=cfg.train_split)
+    return SFTData(
+        train=train, eval=evald, source=where, local=kind != "hub", manifest=manifest,
+        system_prompt_version=_system_prompt_version(train),
+    )
+
+
+def load_saved_dict(path: Path) -> Any:
+    """``load_from_disk`` for a saved DatasetDict, split by split, leaving out empty splits.
+
+    datasets 5.x saves a zero-row split with no arrow file and then cannot load it (IndexError
+    in concat_tables); an empty test split (``--test-size 0``) must not make the data unusable.
+    """
+    import datasets
+
+    if not (path / "dataset_dict.json").is_file():
+        return datasets.load_from_disk(str(path))
+    splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+    out = {}
+    for split in splits:
+        state = path / split / "state.json"
+        if state.is_file() and not json.loads(state.read_text(encoding="utf-8")).get("_data_files"):
+            continue  # an empty split
+        out[split] = datasets.load_from_disk(str(path / split))
+    return datasets.DatasetDict(out)
+
+
+def _check_columns(ds: Any, where: str, split: str) -> None:
+    cols = set(ds.column_names)
+    if "messages" not in cols:
+        raise DataError(
+            f"the {split} split has no 'messages' column (has: {', '.join(sorted(cols))}); "
+            "expected the gsrm-sft product of rlkd-bench build-gsrm-data",
+            file=where, field="messages",
+        )
+    if len(ds):
+        roles = [m.get("role") for m in ds[0]["messages"]]
+        if not roles or roles[-1] != "assistant" or "user" not in roles:
+            raise DataError(
+                f"the {split} split's first row has roles {roles}; expected [system,] user, assistant",
+                file=where, line=1, field="messages",
+            )
+
+
+def _system_prompt_version(ds: Any) -> str | None:
+    """The GSRM prompt version of the data's system turn, named as ``prompting`` names it."""
+    if not len(ds):
+        return None
+    first = ds[0]["messages"][0]
+    if first.get("role") != "system":
+        return None
+    text = str(first.get("content", "")).strip()
+    current = load_prompt(GSRM_PROMPT)
+    if text == current.text:
+        return current.version
+    return f"custom@{hashlib.sha256(text.encode('utf-8')).hexdigest()[:10]}"
+
+
+def to_prompt_completion(ds: Any) -> Any:
+    """Conversation -> prompt (turns before the last assistant) + completion (that turn)."""
+
+    def split(row: dict) -> dict:
+        msgs = row["messages"]
+        return {"prompt": msgs[:-1], "completion": msgs[-1:]}
+
+    return ds.map(split, remove_columns=ds.column_names, desc="prompt/completion")
+
+
+def drop_too_long(ds: Any, tokenizer: Any, max_length: int | None) -> tuple[Any, int]:
+    """Drop rows whose full conversation exceeds ``max_length`` tokens.
+
+    TRL truncates from the right, which would cut the steps (the only part with loss) off a
+    long trace; dropping and counting those rows is the honest alternative.
+    """
+    if max_length is None or not len(ds):
+        return ds, 0
+
+    def length(row: dict) -> dict:
+        ids = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=False)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return {"_n_tokens": len(ids)}
+
+    with_len = ds.map(length, desc="measuring lengths")
+    kept = with_len.filter(lambda r: r["_n_tokens"] <= max_length).remove_columns("_n_tokens")
+    return kept, len(ds) - len(kept)
+
+
+# ---- model, tokenizer and loss mode -------------------------------------------------------------
+
+
+def resolve_model(cfg: GSRMTrainConfig, work_dir: Path) -> str:
+    """A path or Hub id for the base model; ``tiny`` is built offline into ``work_dir``."""
+    if cfg.model != "tiny":
+        p = Path(cfg.model).expanduser()
+        if p.exists() and not (p / "config.json").is_file():
+            raise ConfigError(f"model {cfg.model!r}: a local dir without config.json")
+        return str(p) if p.exists() else cfg.model
+    from rlkd_bench.tiny import build_tiny_model
+
+    t = cfg.tiny
+    target = work_dir / f"base-tiny-h{t.hidden_size}-l{t.layers}-s{t.seed}"
+    if not (target / "config.json").is_file():
+        with atomic_dir(target) as tmp:  # several launcher processes may race here
+            build_tiny_model(tmp, hidden_size=t.hidden_size, layers=t.layers, seed=t.seed)
+    return str(target)
+
+
+def load_tokenizer(model: str, chat_template: str = "model") -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    if chat_template == "chatml":
+        from rlkd_bench.tiny import CHAT_TEMPLATE
+
+        missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in tok.get_vocab()]
+        if missing:
+            raise ConfigError(f"chat_template: chatml needs tokens {missing} that {model!r} lacks")
+        tok.chat_template = CHAT_TEMPLATE
+    if not tok.chat_template:
+        raise ConfigError(
+            f"model {model!r} has no chat template; set `chat_template: chatml` in the config"
+        )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def choose_loss_mode(tokenizer: Any, requested: str) -> str:
+    """'assistant' if TRL can mask to the assistant turn with this template, else 'completion'."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if requested == "completion":
+        return "completion"
+    supported = has_generation_markers(tokenizer.chat_template)
+    if not supported:
+        try:
+            supported = get_training_chat_template(tokenizer) is not None
+        except ValueError:
+            supported = False
+    if supported:
+        return "assistant"
+    if requested == "assistant":
+        raise ConfigError(
+            "loss: assistant needs a chat template with {% generation %} markers or one TRL can patch; "
+            "use loss: completion (or auto)"
+        )
+    return "completion"
+
+
+def sft_args(cfg: GSRMTrainConfig, run_dir: Path, loss_mode: str, *, has_eval: bool) -> Any:
+    """Map the recipe config onto TRL's SFTConfig (extra ``trl:`` keys checked against it)."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    known = {f.name for f in dataclasses.fields(SFTConfig)}
+    unknown = sorted(set(cfg.trl) - known)
+    if unknown:
+        raise ConfigError(f"trl: unknown SFTConfig field(s) {unknown}")
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(run_dir),
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_length=cfg.max_length,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=cfg.bf16,
+        use_cpu=cfg.use_cpu,
+        logging_steps=cfg.logging_steps,
+        save_strategy=cfg.save_strategy,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy=cfg.eval_strategy if has_eval else "no",
+        eval_steps=cfg.eval_steps,
+        report_to=cfg.report_to,
+        seed=cfg.seed,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        assistant_only_loss=loss_mode == "assistant",
+        completion_only_loss=loss_mode == "completion",
+        packing=False,
+        model_init_kwargs={"dtype": cfg.dtype, **({"attn_implementation": cfg.attn_implementation}
+                                                   if cfg.attn_implementation else {})},
+        save_only_model=False,
+        disable_tqdm=False,
+    )
+    # transformers 5 renamed gradient checkpointing to activation checkpointing; older ones lack it
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
+    kwargs[ckpt] = cfg.gradient_checkpointing
+    if cfg.gradient_checkpointing:
+        kwargs[f"{ckpt}_kwargs"] = {"use_reentrant": False}
+    kwargs.update(cfg.trl)
+    try:
+        return SFTConfig(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"the config does not make a valid SFTConfig: {e}") from None
+
+
+def build_trainer(cfg: GSRMTrainConfig, run_dir: Path) -> tuple[Any, SFTData, str, str]:
+    """Everything up to ``trainer.train()``: data, tokenizer, loss mode, SFTConfig, SFTTrainer.
+
+    Returns (trainer, data, loss_mode, base_model).
+    """
+    from trl import SFTTrainer
+
+    data = load_sft_data(cfg)
+    base = resolve_model(cfg, run_dir)
+    tokenizer = load_tokenizer(base, cfg.chat_template)
+    loss_mode = choose_loss_mode(tokenizer, cfg.loss)
+    data.train, data.dropped_too_long = drop_too_long(data.train, tokenizer, cfg.max_length)
+    if len(data.train) == 0:
+        raise DataError(
+            f"every train row is longer than max_length={cfg.max_length} tokens", file=data.source
+        )
+    if data.eval is not None:
+        data.eval, _ = drop_too_long(data.eval, tokenizer, cfg.max_length)
+        if len(data.eval) == 0:
+            data.eval = None
+    train, evald = data.train, data.eval
+    if loss_mode == "completion":
+        train = to_prompt_completion(train)
+        evald = to_prompt_completion(evald) if evald is not None else None
+    args = sft_args(cfg, run_dir, loss_mode, has_eval=evald is not None)
+    trainer = SFTTrainer(
+        model=base, args=args, train_dataset=train, eval_dataset=evald, processing_class=tokenizer
+    )
+    return trainer, data, loss_mode, base
+
+
+# ---- the checkpoint: weights, card, manifest ---------------------------------------------------
+
+
+def checkpoint_manifest(cfg: GSRMTrainConfig, data: SFTData, base: str, loss_mode: str,
+                        metrics: dict[str, Any], wall_time_s: float,
+                        command: list[str] | None = None) -> Manifest:
+    m = Manifest(product=PRODUCT)
+    if command:
+        m.command = redact_argv(command)
+    m.add_input("data", data.source, local=data.local)
+    m.add_input("base_model", cfg.model if cfg.model == "tiny" else base, local=False)
+    m.params = {"config": configs.to_dict(cfg), "loss_mode": loss_mode,
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}}
+    if data.manifest:
+        m.params["data_manifest"] = {
+            k: data.manifest.get(k) for k in ("product", "created", "counts", "prompt_versions", "inputs")
+        }
+    current = load_prompt(GSRM_PROMPT).version
+    m.prompt_versions = {GSRM_PROMPT: data.system_prompt_version or current}
+    if data.system_prompt_version and data.system_prompt_version != current:
+        data.notes.append(
+            f"the data's system prompt ({data.system_prompt_version}) is not the packaged GSRM prompt "
+            f"({current}); the gsrm decomposer sends the packaged one"
+        )
+    m.counts = {
+        "train_rows": len(data.train),
+        "eval_rows": len(data.eval) if data.eval is not None else 0,
+        "dropped_too_long": data.dropped_too_long,
+        "steps": int(metrics.get("global_step", 0)),
+    }
+    m.wall_time_s = round(wall_time_s, 2)
+    return m
+
+
+def model_card(manifest: Manifest, cfg: GSRMTrainConfig, log_history: list[dict], notes: list[str]) -> str:
+    losses = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    lines = ["## Training", "",
+             f"Loss on the assistant turn only (mode: `{manifest.params['loss_mode']}`).", ""]
+    if losses:
+        shown = losses if len(losses) <= 12 else losses[:: max(1, len(losses) // 12)] + [losses[-1]]
+        lines += ["| step | train loss |", "|---:|---:|"] + [f"| {s} | {v:.4f} |" for s, v in shown]
+    evals = [h for h in log_history if "eval_loss" in h]
+    if evals:
+        lines += ["", f"Final eval loss: {evals[-1]['eval_loss']:.4f}"]
+    dm = manifest.params.get("data_manifest")
+    if dm:
+        lines += ["", "## Data", "", f"gsrm-sft product made {dm.get('created')}; counts: "
+                  + ", ".join(f"{k} {v}" for k, v in (dm.get("counts") or {}).items())]
+        for name, ver in (dm.get("prompt_versions") or {}).items():
+            lines.append(f"- data prompt `{name}`: `{ver}`")
+    lines += ["", "## Use", "", "```bash",
+              "rlkd-bench build-rlkd-data --decomposer gsrm:<this checkpoint or a vllm serve URL>",
+              "```", "", "## Config", "", "```yaml", configs.dump_yaml(cfg).rstrip(), "```"]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    card_manifest = manifest.to_dict()
+    shown_metrics = ("global_step", "epoch", "train_loss", "eval_loss", "eval_mean_token_accuracy")
+    card_manifest["params"] = {"loss_mode": manifest.params["loss_mode"]} | {
+        k: round(v, 4) if isinstance(v, float) else v
+        for k, v in manifest.params["metrics"].items() if k in shown_metrics
+    }
+    return render_card(
+        card_manifest, kind="model", title="GSRM: Generative Structure Reward Model",
+        summary=("Fine-tuned to rewrite a reasoning trace as steps of meta-reasoning, sub-problem "
+                 "and answer (RLKD, arXiv 2505.16142). Input: the GSRM prompt as system turn, "
+                 "problem and trace as user turn; output: `[Meta-reasoning i]` / `[Sub-problem i]` "
+                 "/ `[Answer i]` steps and a final-answer line."),
+        extra="\n".join(lines),
+    )
+
+
+def train(cfg: GSRMTrainConfig, *, command: list[str] | None = None, log=print) -> dict[str, Any]:
+    """Fine-tune and write the checkpoint to ``cfg.output_dir``; returns a summary dict.
+
+    Trainer state and intermediate checkpoints go to ``<output_dir>.run/``; the final model is
+    staged there and renamed into place by the main process, so a crash never leaves a
+    half-written checkpoint at ``output_dir``.
+    """
+    t0 = time.time()
+    out = Path(cfg.output_dir)
+    run_dir = out.with_name(out.name + ".run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer, data, loss_mode, base = build_trainer(cfg, run_dir)
+    main = trainer.is_world_process_zero()
+    if main:
+        log(f"GSRM SFT: base {cfg.model} · data {data.source} · {len(data.train)} train rows "
+            f"({data.dropped_too_long} dropped as longer than {cfg.max_length} tokens) · loss on the "
+            f"assistant turn ({loss_mode} mode)")
+    resume = cfg.resume_from_checkpoint and any(run_dir.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    metrics: dict[str, Any] = {"global_step": result.global_step, "train_loss": result.training_loss}
+    if data.eval is not None:
+        metrics.update(trainer.evaluate())
+    stage = run_dir / "final"
+    if main and stage.exists():  # left by a run that died after saving
+        shutil.rmtree(stage)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(stage))  # every rank: ZeRO-3 gathers the shards here
+    trainer.accelerator.wait_for_everyone()
+    summary = {"output_dir": str(out), "loss_mode": loss_mode, **metrics}
+    if main:
+        manifest = checkpoint_manifest(cfg, data, base, loss_mode, metrics, time.time() - t0, command)
+        (stage / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in the manifest
+        manifest.files = sorted(p.name for p in stage.iterdir()) + ["README.md", "manifest.json"]
+        manifest.write(stage)
+        write_text(stage / "README.md", model_card(manifest, cfg, trainer.state.log_history, data.notes))
+        write_json(stage / "train_log.json", trainer.state.log_history)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old.{os.getpid()}")
+            os.replace(out, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(stage, out)
+        summary["sha256"] = sha256_of(out)[:16]
+        for note in data.notes:
+            log(f"note: {note}")
+    trainer.accelerator.wait_for_everyone()
+    return summary

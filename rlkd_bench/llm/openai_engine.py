@@ -1,0 +1,278 @@
+"""OpenAI-compatible HTTP engine: GPT-4o, ``vllm serve``, ``transformers serve``, any such endpoint.
+
+``concurrency`` workers share one ``AsyncOpenAI`` client; each request is retried by us (the
+client's own retries are off, so every retry is counted) on 408/409/429/5xx, connection errors and
+timeouts, with exponential backoff and jitter that never waits less than the server's Retry-After.
+A request reserves its worst-case cost before it is sent (see ``runner.Budget``), so
+``max_cost_usd`` is never passed; once one request does not fit, nothing more is sent and the
+unsent ones come back as ``error="budget: ..."``. Spent money is what responses report as usage;
+an attempt that failed (error status, timeout) is counted as free, as OpenAI bills only
+completed requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from rlkd_bench.errors import ConfigError
+from rlkd_bench.llm.base import ChatRequest, Completion, EngineOptions, Usage
+from rlkd_bench.llm.cost import PriceTable, TokenCounter, worst_case_cost
+from rlkd_bench.llm.redact import redact, safe_url
+from rlkd_bench.llm.runner import Budget, CachedEngine, Deliver, Progress, run_sync
+
+log = logging.getLogger("rlkd_bench.llm")
+
+# Sampling params every OpenAI-compatible server we target accepts. Others are dropped with a
+# warning: `transformers serve` ignores or rejects `n`, `response_format`, `presence_penalty`...
+SENT_PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "frequency_penalty")
+ALIASES = {"max_new_tokens": "max_tokens", "max_completion_tokens": "max_tokens"}
+# OpenAI reasoning models take max_completion_tokens and only the default temperature/top_p.
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+RETRY_STATUS = {408, 409, 429}
+MAX_RETRY_AFTER_S = 600.0
+PLACEHOLDER_KEY = "local-no-key"
+
+
+def is_loopback(base_url: str | None) -> bool:
+    if not base_url:
+        return False
+    host = urlsplit(base_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_reasoning_model(model: str) -> bool:
+    name = model.rsplit("/", 1)[-1]
+    return any(name == p or name.startswith(p + "-") for p in REASONING_PREFIXES)
+
+
+def request_params(params: Mapping[str, Any], model: str) -> tuple[dict[str, Any], list[str]]:
+    """The params to send (OpenAI names) and the names dropped."""
+    out: dict[str, Any] = {}
+    dropped: list[str] = []
+    for k, v in params.items():
+        k = ALIASES.get(k, k)
+        if v is None:
+            continue
+        if k in SENT_PARAMS:
+            out[k] = v
+        else:
+            dropped.append(k)
+    if is_reasoning_model(model):
+        if "max_tokens" in out:
+            out["max_completion_tokens"] = out.pop("max_tokens")
+        for k in ("temperature", "top_p"):
+            if k in out:
+                dropped.append(k)
+                del out[k]
+    return out, dropped
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(ra)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def backoff_s(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with equal jitter: half fixed, half random, so retries spread out."""
+    b = min(cap, base * (2 ** attempt))
+    return b / 2 + rng.uniform(0, b / 2)
+
+
+class OpenAIEngine(CachedEngine):
+    """Chat completions over HTTP with the ``openai`` client."""
+
+    kind = "openai"
+
+    def __init__(self, model: str, options: EngineOptions | None = None):
+        super().__init__(model, options)
+        o = self.options
+        if o.concurrency < 1:
+            raise ConfigError(f"--concurrency must be >= 1, got {o.concurrency}")
+        if o.timeout_s <= 0:
+            raise ConfigError(f"--timeout must be > 0 seconds, got {o.timeout_s}")
+        if o.max_retries < 0:
+            raise ConfigError(f"--max-retries must be >= 0, got {o.max_retries}")
+        if o.max_cost_usd is not None and o.max_cost_usd < 0:
+            raise ConfigError(f"--max-cost must be >= 0, got {o.max_cost_usd}")
+        self.prices = PriceTable(o.prices)
+        self.budget = Budget(o.max_cost_usd)
+        self._counter: TokenCounter | None = None
+        self._rng = random.Random()
+        self._warned_params: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"OpenAIEngine(model={self.model!r}, base_url={safe_url(self.options.base_url)!r})"
+
+    @property
+    def counter(self) -> TokenCounter:
+        if self._counter is None:
+            self._counter = TokenCounter(self.model)
+        return self._counter
+
+    def _api_key(self) -> str:
+        """The key from the named env var; a placeholder for a loopback server without one."""
+        name = self.options.api_key_env
+        key = os.environ.get(name, "")
+        if key:
+            return key
+        if is_loopback(self.options.base_url):
+            return PLACEHOLDER_KEY
+        where = safe_url(self.options.base_url) or "the OpenAI API"
+        raise ConfigError(f"no API key for {where}: set the environment variable {name} "
+                          f"(or name another one with --api-key-env NAME)")
+
+    def _secrets(self) -> tuple[str | None, ...]:
+        return (os.environ.get(self.options.api_key_env),)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets())
+
+    # -- engine -------------------------------------------------------------------------
+    def _answer(self, pending: list[tuple[str, ChatRequest]], deliver: Deliver, bar: Progress) -> None:
+        key = self._api_key()  # fail before anything is sent
+        run_sync(lambda: self._run(pending, deliver, bar, key))
+
+    async def _run(self, pending: list[tuple[str, ChatRequest]], deliver: Deliver, bar: Progress,
+                   api_key: str) -> None:
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(api_key=api_key, base_url=self.options.base_url, max_retries=0,
+                             timeout=self.options.timeout_s)
+        queue: asyncio.Queue[tuple[str, ChatRequest]] = asyncio.Queue()
+        for item in pending:
+            queue.put_nowait(item)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    key, req = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                worst = (worst_case_cost(req, self.model, self.prices, self.counter)
+                         if self.budget.max is not None else 0.0)
+                if not self.budget.try_reserve(worst):
+                    self.stats.budget_stopped = True
+                    deliver(key, Completion(text=None, error=self.budget.reason(), custom_id=req.custom_id))
+                    continue
+                c = await self._call(client, req, bar)
+                self.budget.settle(worst, c.usage.cost_usd if c.ok else 0.0)
+                deliver(key, c)
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(self.options.concurrency, len(pending)))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.close()
+
+    async def _call(self, client: Any, req: ChatRequest, bar: Progress) -> Completion:
+        """One request with our retries; never raises for server or network trouble."""
+        import openai
+
+        params, dropped = request_params(req.params, self.model)
+        for k in dropped:
+            if k not in self._warned_params:
+                self._warned_params.add(k)
+                log.warning("param %r is not sent to %s (not accepted by every OpenAI-compatible server)",
+                            k, self.model)
+        messages = [dict(m) for m in req.messages]
+        o = self.options
+        self.stats.sent += 1
+        attempt = 0
+        while True:
+            self.stats.attempts += 1
+            wait_hint: float | None = None
+            try:
+                resp = await asyncio.wait_for(
+                    client.chat.completions.create(model=self.model, messages=messages, **params),
+                    timeout=o.timeout_s)
+                return self._completion(resp, req)
+            except openai.APIStatusError as e:
+                retryable = e.status_code in RETRY_STATUS or e.status_code >= 500
+                wait_hint = retry_after_s(e.response.headers if e.response is not None else None)
+                err = f"HTTP {e.status_code}: {_message(e)}"
+            except (openai.APITimeoutError, asyncio.TimeoutError, TimeoutError):
+                retryable, err = True, f"timeout after {o.timeout_s:g} s"
+            except openai.APIConnectionError as e:
+                retryable, err = True, f"connection error: {_message(e)}"
+            except openai.APIError as e:
+                retryable, err = False, f"{type(e).__name__}: {_message(e)}"
+            if not retryable or attempt >= o.max_retries:
+                tries = f" (after {attempt + 1} attempts)" if attempt else ""
+                return Completion(text=None, error=self._redact(err + tries), custom_id=req.custom_id)
+            delay = backoff_s(attempt, o.retry_base_s, o.retry_max_wait_s, self._rng)
+            if wait_hint is not None:
+                delay = max(delay, min(wait_hint, MAX_RETRY_AFTER_S))
+            self.stats.retries += 1
+            bar.refresh()
+            log.debug("retrying %s in %.2f s: %s", req.custom_id or "request", delay, self._redact(err))
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    def _completion(self, resp: Any, req: ChatRequest) -> Completion:
+        choice = resp.choices[0] if resp.choices else None
+        msg = choice.message if choice is not None else None
+        text = (msg.content if msg is not None else None) or ""
+        # Servers with a reasoning parser (transformers serve, vllm --reasoning-parser, DeepSeek's
+        # API) move the <think> part to a side field; put it back so the trace is not lost.
+        reasoning = (getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)
+                     if msg is not None else None)
+        if reasoning and "</think>" not in text:
+            text = f"<think>{reasoning}</think>{text}"
+        refusal = getattr(msg, "refusal", None) if msg is not None else None
+        u = getattr(resp, "usage", None)
+        if u is not None and u.prompt_tokens is not None:
+            usage = Usage(int(u.prompt_tokens or 0), int(u.completion_tokens or 0))
+        else:  # a server that reports no usage: count it ourselves
+            usage = Usage(self.counter.count_messages(req.messages), self.counter.count_text(text))
+            self.stats.usage_estimated += 1
+        usage = self.prices.priced(self.model, usage)
+        if choice is None:
+            return Completion(text=None, usage=usage, error="the server answered without choices",
+                              custom_id=req.custom_id)
+        if refusal and not text:
+            return Completion(text=None, usage=usage, error=self._redact(f"refused: {refusal}"),
+                              custom_id=req.custom_id, finish_reason=getattr(choice, "finish_reason", None))
+        return Completion(text=text, usage=usage, custom_id=req.custom_id,
+                          finish_reason=getattr(choice, "finish_reason", None))
+
+
+def _message(e: Exception) -> str:
+    msg = getattr(e, "message", None) or str(e) or type(e).__name__
+    return " ".join(str(msg).split())[:500]
+

@@ -1,0 +1,225 @@
+"""The RLKD training set: problems with a conversational prompt, gold answers and teacher steps.
+
+RL with a structure reward compares each student completion against the teacher's
+decomposition. The reference code re-decomposes the teacher trace at every reward call; here it
+is decomposed once, by the decomposer the user picks (a GSRM checkpoint or endpoint, an LLM
+annotator, or the offline heuristic), and stored in the rows. A trace whose decomposition fails
+is not trained on: it goes to ``rejects.jsonl`` with the reason (and the reply, for a model).
+
+Product layout (``OUT/``): ``dataset/`` (a saved ``datasets.DatasetDict`` with ``train`` and
+``test``), ``rejects.jsonl``, ``manifest.json``, ``README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from rlkd_bench.build import TraceSpec, print_summary, split_sizes
+from rlkd_bench.console import progress
+from rlkd_bench.decompose import DecomposeResult, get_decomposer
+from rlkd_bench.errors import ConfigError, DataError
+from rlkd_bench.llm.base import Usage
+from rlkd_bench.products import Manifest, atomic_dir, render_card, write_jsonl, write_text
+from rlkd_bench.prompting import load_prompt
+
+PRODUCT = "rlkd-data"
+SYSTEM_PROMPT = "rlkd_system"
+DATASET_DIR = "dataset"
+COLUMNS = ("id", "domain", "prompt", "problem", "gold", "teacher_reasoning", "teacher_steps",
+           "teacher_final_answer", "n_teacher_steps", "source")
+
+
+def system_prompt() -> str:
+    """The student's system prompt: think in <think>, answer in <answer>, final answer boxed."""
+    return load_prompt(SYSTEM_PROMPT).text
+
+
+def conversation(problem: str) -> list[dict[str, str]]:
+    """The conversational ``prompt`` TRL's GRPOTrainer samples completions for."""
+    return [{"role": "system", "content": system_prompt()}, {"role": "user", "content": problem.strip()}]
+
+
+def rlkd_row(trace: dict[str, Any], res: DecomposeResult) -> dict[str, Any]:
+    """One training row; ``teacher_steps`` is the decomposition as a list of step dicts."""
+    assert res.decomposition is not None
+    d = res.decomposition.to_dict()
+    return {
+        "id": str(trace["id"]),
+        "domain": trace.get("domain") or "math",
+        "prompt": conversation(trace["problem"]),
+        "problem": trace["problem"],
+        "gold": str(trace.get("gold") or ""),
+        "teacher_reasoning": trace["reasoning"],
+        "teacher_steps": d["steps"],
+        "teacher_final_answer": d["final_answer"] or "",
+        "n_teacher_steps": len(d["steps"]),
+        "source": str(trace.get("source") or ""),
+    }
+
+
+def _reject(trace: dict[str, Any], stage: str, reason: str, raw: str = "") -> dict[str, Any]:
+    return {"id": str(trace.get("id")), "stage": stage, "reason": reason, "raw": raw}
+
+
+def save_splits(rows: list[dict[str, Any]], out: Path, *, test_size: float, seed: int) -> dict[str, int]:
+    """Shuffle (seeded, independent of input order), split and save a DatasetDict atomically."""
+    import datasets
+
+    order = sorted(rows, key=lambda r: r["id"])
+    random.Random(seed).shuffle(order)
+    n_test = split_sizes(len(order), test_size)
+    parts = {"train": order[n_test:], "test": order[:n_test]}
+    # an empty split is left out: datasets cannot save (or load) a zero-row split
+    dd = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in parts.items() if v})
+    with atomic_dir(out) as tmp:
+        dd.save_to_disk(str(tmp))
+    return {k: len(v) for k, v in parts.items()}
+
+
+def build_rlkd_data(
+    spec: TraceSpec,
+    out: str | Path,
+    *,
+    decomposer: str = "heuristic",
+    decomposer_options: dict[str, Any] | None = None,
+    test_size: float = 0.1,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """traces -> teacher decompositions (once) -> rows with a prompt -> train/test, manifest, card."""
+    t0 = time.time()
+    out = Path(out)
+    if test_size < 0:
+        raise ConfigError(f"--test-size must be >= 0, got {test_size}")
+    dec = get_decomposer(decomposer, **(decomposer_options or {}))
+    loaded = spec.load()
+    rejects: list[dict[str, Any]] = [dict(r) for r in loaded.rejects]
+    pending: list[dict[str, Any]] = []
+    for trace in loaded.rows:
+        if not str(trace.get("gold") or "").strip():
+            rejects.append(_reject(trace, "filter", "no gold answer (the accuracy reward needs one)"))
+        else:
+            pending.append(trace)
+
+    results: list[DecomposeResult | None] = [None] * len(pending)
+    bar = progress(range(len(pending)), total=len(pending), desc=f"teacher steps ({decomposer})",
+                   enabled=show_progress)
+
+    def on_result(i: int, res: DecomposeResult) -> None:
+        results[i] = res
+        next(bar, None)
+
+    if pending:
+        import inspect
+
+        if "on_result" in inspect.signature(dec.decompose).parameters:
+            got = dec.decompose(pending, on_result=on_result)
+        else:
+            got = dec.decompose(pending)
+        for i, res in enumerate(got):
+            if results[i] is None:
+                on_result(i, res)
+
+    rows, usage, cached, budget_stopped = [], Usage(), 0, 0
+    for trace, res in zip(pending, results, strict=True):
+        assert res is not None
+        usage += res.usage
+        cached += int(res.cached)
+        if res.error and res.error.startswith("budget:"):
+            budget_stopped += 1
+            rejects.append(_reject(trace, "decompose", res.error, res.raw))
+        elif not res.ok:
+            rejects.append(_reject(trace, "decompose", res.error or "no decomposition", res.raw))
+        elif not res.decomposition.steps:  # type: ignore[union-attr]
+            rejects.append(_reject(trace, "decompose", "decomposition has no steps", res.raw))
+        else:
+            rows.append(rlkd_row(trace, res))
+    for _ in bar:  # close the bar
+        pass
+    write_jsonl(out / "rejects.jsonl", rejects)
+    if not rows:
+        raise DataError(
+            f"no usable row: {len(rejects)} rejected (first reason: "
+            f"{rejects[0]['reason'] if rejects else 'no input rows'}); see {out / 'rejects.jsonl'}",
+            file=spec.source or "bundled traces")
+
+    split = save_splits(rows, out / DATASET_DIR, test_size=test_size, seed=seed)
+
+    manifest = Manifest(product=PRODUCT)
+    from rlkd_bench.sources import bundled_traces_path
+
+    manifest.add_input("traces", spec.source or str(bundled_traces_path()))
+    manifest.inputs["traces"].update({"format": loaded.fmt, "split": spec.split})
+    manifest.params = {"decomposer": decomposer, "decomposer_config": dec.describe(),
+                       "test_size": test_size, "seed": seed, "limit": spec.limit, "on_error": spec.on_error}
+    manifest.prompt_versions = {SYSTEM_PROMPT: load_prompt(SYSTEM_PROMPT).version,
+                                "decomposer": dec.prompt_version}
+    steps = [r["n_teacher_steps"] for r in rows]
+    by_stage: dict[str, int] = {}
+    for r in rejects:
+        by_stage[r.get("stage", "?")] = by_stage.get(r.get("stage", "?"), 0) + 1
+    manifest.counts = {
+        "traces": len(loaded.rows) + len(loaded.rejects), "ok": len(rows), "rejected": len(rejects),
+        **{f"rejected_{k}": v for k, v in sorted(by_stage.items())},
+        "cached": cached, "train": split["train"], "test": split["test"],
+        "teacher_steps_min": min(steps), "teacher_steps_max": max(steps),
+    }
+    manifest.usage = usage.to_dict()
+    manifest.files = [f"{DATASET_DIR}/", "rejects.jsonl", "manifest.json", "README.md"]
+    manifest.wall_time_s = round(time.time() - t0, 3)
+    manifest.write(out)
+    write_text(out / "README.md", dataset_card(manifest.to_dict(), rows[0], sum(steps) / len(steps)))
+    return manifest.to_dict()
+
+
+def dataset_card(manifest: dict[str, Any], example: dict[str, Any], mean_steps: float) -> str:
+    shown = dict(example)
+    shown["teacher_reasoning"] = _clip(shown["teacher_reasoning"], 300)
+    shown["teacher_steps"] = shown["teacher_steps"][:2]
+    extra = "\n".join([
+        "## Columns", "",
+        "- `prompt`: system + user chat turns for the student (TRL conversational format)",
+        "- `problem`, `gold`: the problem and its gold answer (for the accuracy reward)",
+        "- `teacher_reasoning`: the teacher's thinking trace",
+        "- `teacher_steps`: the teacher's decomposition, a list of {meta, subproblem, answer}; "
+        "`teacher_final_answer`, `n_teacher_steps` with it",
+        f"- mean teacher steps per row: {mean_steps:.1f}", "",
+        "## Use", "", "```python", "from rlkd_bench.rlkd_data import load_rlkd_data",
+        "train = load_rlkd_data('<this dir or Hub id>', split='train')", "```", "",
+        "## Example row (shortened)", "", "```json", json.dumps(shown, indent=2, ensure_ascii=False), "```",
+    ])
+    return render_card(
+        manifest, title="RLKD training data",
+        summary=("Problems for RLKD's GRPO stage, each with a `prompt` asking for `<think>` reasoning and a "
+                 "boxed answer in `<answer>`, the gold answer, and the teacher's reasoning decomposed once "
+                 "into meta-reasoning / sub-problem / answer steps (the structure reward's reference)."),
+        extra=extra,
+    )
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n] + " …"
+
+
+def load_rlkd_data(source: str, split: str = "train") -> Any:
+    """One split of an rlkd-data product: a product dir, a saved DatasetDict, or a Hub id."""
+    import datasets
+
+    p = Path(source)
+    for saved in (p / DATASET_DIR, p):
+        if (saved / "dataset_dict.json").is_file():
+            dd = datasets.load_from_disk(str(saved))
+            if split not in dd:
+                raise ConfigError(f"{saved}: no split {split!r} (has: {', '.join(dd)})")
+            return dd[split]
+    if p.exists():
+        raise ConfigError(f"{p}: not an rlkd-data product (no {DATASET_DIR}/dataset_dict.json)")
+    return datasets.load_dataset(source, split=split)
+
+
+def summarize(manifest: dict[str, Any], out: str | Path) -> None:
+    print_summary("RLKD training data", manifest, out)

@@ -1,0 +1,277 @@
+"""Teacher traces by generation: sample K completions per problem, keep the correct ones.
+
+The paper's teacher trace for a problem is the first of the teacher's generations whose answer
+math-verify accepts against the gold answer. Here the teacher is any engine (an OpenAI-compatible
+server, a local transformers or vLLM model). Each sample is its own request, told apart by a
+``seed`` equal to the base seed plus the sample index, so the cache keeps every sample and a
+rerun pays for none (``n`` is not used: ``transformers serve`` ignores it and the cache could not
+tell the samples apart).
+
+``keep="first"`` sends sample k only to the problems whose samples 0..k-1 were all wrong, one
+concurrent batch per round, so it pays for no sample after the first correct one and picks the
+same trace as sending all K at once would. ``keep="all"`` sends all K x problems in one batch and
+keeps every correct sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlkd_bench.answers import verify
+from rlkd_bench.errors import ConfigError
+from rlkd_bench.llm.base import ChatRequest, Completion, Engine, EngineOptions, Usage
+from rlkd_bench.llm.redact import safe_url
+from rlkd_bench.structure import answer_tag, split_think
+
+KEEP = ("first", "all")
+# DeepSeek-R1's recommended usage: no system prompt, the instruction in the user turn.
+TEACHER_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+TEACHER_PROMPT_VERSION = "teacher@" + hashlib.sha256(TEACHER_INSTRUCTION.encode()).hexdigest()[:10]
+BUDGET_PREFIX = "budget:"
+
+
+@dataclass
+class Sample:
+    """One teacher completion, split at ``</think>`` and checked against the gold answer."""
+
+    index: int
+    text: str | None = None
+    reasoning: str = ""
+    answer: str = ""
+    closed: bool = False
+    correct: bool = False
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cached: bool = False
+
+    def summary(self, width: int = 80) -> dict[str, Any]:
+        """A short record for a reject row: what the sample answered, or why it has nothing."""
+        shown = self.answer if self.closed else (self.reasoning[-width:] if self.reasoning else "")
+        return {"sample": self.index, "closed_think": self.closed, "correct": self.correct,
+                "answer": shown[:width], "error": self.error}
+
+
+def teacher_messages(problem: str) -> tuple[dict[str, str], ...]:
+    return ({"role": "user", "content": f"{problem.strip()}\n\n{TEACHER_INSTRUCTION}"},)
+
+
+def sample_request(problem: dict[str, Any], index: int, params: dict[str, Any]) -> ChatRequest:
+    """The request for sample ``index`` of a problem; the seed makes it a distinct request."""
+    p = dict(params)
+    p["seed"] = int(p.get("seed", 0)) + index
+    return ChatRequest(messages=teacher_messages(str(problem["problem"])), params=p,
+                       prompt_version=TEACHER_PROMPT_VERSION, custom_id=f"{problem['id']}#s{index}")
+
+
+def judge(gold: str, index: int, completion: Completion) -> Sample:
+    """Split a completion at ``</think>`` and verify what follows it against ``gold``.
+
+    A completion whose thinking never closed has no answer (it ran out of tokens) and is wrong.
+    An ``<answer>`` block, when present, is what is checked.
+    """
+    s = Sample(index=index, text=completion.text, error=completion.error, usage=completion.usage,
+               cached=completion.cached)
+    if not completion.ok or completion.text is None:
+        s.error = completion.error or "no text in the reply"
+        return s
+    parts = split_think(completion.text)
+    s.reasoning, s.answer, s.closed = parts.thinking, parts.answer, parts.closed
+    if s.closed and s.answer:
+        tagged = answer_tag(s.answer)
+        s.correct = verify(gold, tagged if tagged is not None else s.answer)
+    return s
+
+
+def select(samples: list[Sample], keep: str) -> list[Sample]:
+    """The samples to keep: the first correct one by sample index (``first``) or every correct one."""
+    if keep not in KEEP:
+        raise ConfigError(f"keep must be one of {KEEP}, got {keep!r}")
+    correct = sorted((s for s in samples if s.correct), key=lambda s: s.index)
+    return correct[:1] if keep == "first" else correct
+
+
+def trace_row(problem: dict[str, Any], sample: Sample, model: str, keep: str) -> dict[str, Any]:
+    """A traces-schema row; with ``keep="all"`` the id carries the sample index to stay unique."""
+    pid = str(problem["id"])
+    return {
+        "id": pid if keep == "first" else f"{pid}-s{sample.index}",
+        "domain": problem.get("domain") or "math",
+        "problem": problem["problem"],
+        "reasoning": sample.reasoning,
+        "answer": sample.answer,
+        "gold": problem["gold"],
+        "source": f"generated:{model}",
+        "verified": True,
+        "problem_id": pid,
+        "sample": sample.index,
+        "usage": sample.usage.to_dict(),
+        "cached": sample.cached,
+    }
+
+
+def reject_row(problem: dict[str, Any], samples: list[Sample], n: int) -> dict[str, Any]:
+    """Why a problem has no trace. A reason starting with "budget:" is a stop, not a reject."""
+    budget = [s for s in samples if s.error and s.error.startswith(BUDGET_PREFIX)]
+    failed = [s for s in samples if s.error and not s.error.startswith(BUDGET_PREFIX)]
+    answered = [s for s in samples if s.error is None]
+    if budget:
+        reason = f"{budget[0].error} ({len(answered)} of {n} samples answered, none correct)"
+    elif failed and not answered:
+        reason = f"request failed: all {n} samples failed (last: {failed[-1].error})"
+    else:
+        unclosed = sum(not s.closed for s in answered)
+        reason = (f"no correct sample among {len(answered)} (gold {problem['gold']!r}; "
+                  f"{unclosed} never closed </think>"
+                  + (f"; {len(failed)} request(s) failed" if failed else "") + ")")
+    return {"id": str(problem["id"]), "stage": "generate", "domain": problem.get("domain") or "math",
+            "problem": problem["problem"], "gold": problem["gold"], "reason": reason,
+            "samples": [s.summary() for s in sorted(samples, key=lambda s: s.index)]}
+
+
+def _check_problems(problems: list[dict[str, Any]]) -> None:
+    seen: set[str] = set()
+    for i, p in enumerate(problems):
+        for key in ("id", "problem", "gold"):
+            if not str(p.get(key) or "").strip():
+                raise ConfigError(f"problem {i} (id {p.get('id')!r}): field {key!r} is missing or empty")
+        if str(p["id"]) in seen:
+            raise ConfigError(f"problem {i}: duplicate id {p['id']!r}")
+        seen.add(str(p["id"]))
+
+
+def generate_traces(
+    problems: list[dict[str, Any]],
+    engine: Engine,
+    *,
+    n: int,
+    keep: str = "first",
+    params: dict[str, Any] | None = None,
+    progress: bool = True,
+    on_sample: Callable[[dict[str, Any], Sample], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Sample ``n`` completions per problem and keep the verified ones.
+
+    ``problems`` rows hold id, domain, problem, gold. Returns (trace rows, reject rows), both in
+    problem order; rejects whose reason starts with "budget:" were stopped by ``max_cost_usd``.
+    """
+    if n < 1:
+        raise ConfigError(f"--n must be >= 1, got {n}")
+    if keep not in KEEP:
+        raise ConfigError(f"--keep must be one of {KEEP}, got {keep!r}")
+    _check_problems(problems)
+    params = dict(params or {})
+    samples: list[list[Sample]] = [[] for _ in problems]
+
+    def run(pairs: list[tuple[int, int]]) -> None:
+        requests = [sample_request(problems[i], k, params) for i, k in pairs]
+
+        def done(j: int, comp: Completion) -> None:
+            i, k = pairs[j]
+            s = judge(str(problems[i]["gold"]), k, comp)
+            samples[i].append(s)
+            if on_sample is not None:
+                on_sample(problems[i], s)
+
+        got: set[int] = set()
+
+        def once(j: int, comp: Completion) -> None:
+            if j not in got:
+                got.add(j)
+                done(j, comp)
+
+        comps = engine.generate(requests, progress=progress, on_result=once)
+        for j, comp in enumerate(comps):
+            once(j, comp)
+
+    if keep == "all":
+        run([(i, k) for i in range(len(problems)) for k in range(n)])
+    else:
+        for k in range(n):
+            open_ = [i for i in range(len(problems))
+                     if not any(s.correct for s in samples[i])
+                     and not any(s.error and s.error.startswith(BUDGET_PREFIX) for s in samples[i])]
+            if not open_:
+                break
+            run([(i, k) for i in open_])
+
+    rows, rejects = [], []
+    for problem, got in zip(problems, samples, strict=True):
+        kept = select(got, keep)
+        if kept:
+            rows.extend(trace_row(problem, s, engine.model, keep) for s in kept)
+        else:
+            rejects.append(reject_row(problem, got, n))
+    return rows, rejects
+
+
+def build_generated_traces(
+    problems_source: str | None,
+    out: str | Path,
+    *,
+    teacher: str,
+    n: int,
+    keep: str = "first",
+    params: dict[str, Any] | None = None,
+    options: EngineOptions | None = None,
+    load: dict[str, Any] | None = None,
+    engine: Engine | None = None,
+) -> dict[str, Any]:
+    """``rlkd-bench traces --generate``: problems -> sampled, verified teacher traces product.
+
+    Writes OUT/traces.jsonl and OUT/rejects.jsonl whole (atomically) with manifest.json and the
+    card. A rerun is free: every sample is in the request cache. Problems stopped by
+    ``--max-cost`` are neither traces nor rejects; they are counted as pending.
+    """
+    import time
+
+    from rlkd_bench.llm import make_engine
+    from rlkd_bench.products import Manifest, render_card, write_jsonl, write_text
+    from rlkd_bench.sources import bundled_traces_path, load_traces
+
+    t0 = time.time()
+    out = Path(out)
+    loaded = load_traces(problems_source, problems_only=True, **(load or {}))
+    problems = [p for p in loaded.rows if str(p.get("gold") or "").strip()]
+    no_gold = [{"id": p["id"], "stage": "generate", "reason": "no gold answer to verify against"}
+               for p in loaded.rows if not str(p.get("gold") or "").strip()]
+    engine = engine or make_engine(teacher, options)
+    rows, rejects = generate_traces(problems, engine, n=n, keep=keep, params=params,
+                                    progress=bool(options.progress) if options else True)
+    stopped = [r for r in rejects if r["reason"].startswith(BUDGET_PREFIX)]
+    rejects = list(loaded.rejects) + no_gold + [r for r in rejects if not r["reason"].startswith(BUDGET_PREFIX)]
+    write_jsonl(out / "traces.jsonl", rows)
+    write_jsonl(out / "rejects.jsonl", rejects)
+
+    manifest = Manifest(product="traces")
+    manifest.add_input("problems", problems_source or str(bundled_traces_path()))
+    manifest.params = {"teacher": teacher, "n": n, "keep": keep, "sampling": dict(params or {}),
+                       "base_url": safe_url(options.base_url) if options else None,
+                       "batch_api": bool(options and options.batch_api)}
+    manifest.prompt_versions = {"teacher": TEACHER_PROMPT_VERSION}
+    stats = getattr(engine, "stats", None)
+    st = stats.to_dict() if hasattr(stats, "to_dict") else {}
+    manifest.counts = {"problems": len(loaded.rows) + len(loaded.rejects), "ok": len(rows),
+                       "problems_solved": len({r["problem_id"] for r in rows}), "rejected": len(rejects),
+                       "pending_budget": len(stopped), "requests": st.get("requests", 0),
+                       "cached": st.get("cache_hits", 0), "retries": st.get("retries", 0)}
+    manifest.usage = {k: st[k] for k in ("prompt_tokens", "completion_tokens", "cost_usd") if k in st}
+    manifest.files = ["traces.jsonl", "rejects.jsonl", "manifest.json", "README.md"]
+    manifest.wall_time_s = round(time.time() - t0, 3)
+    manifest.write(out)
+    rule = "the first correct sample (the paper's rule)" if keep == "first" else "every correct sample"
+    write_text(out / "README.md", render_card(
+        manifest.to_dict(), title="Generated teacher reasoning traces",
+        summary=(f"Teacher traces sampled from `{teacher}` ({n} samples per problem), split at `</think>` "
+                 f"into reasoning and answer, checked against the gold answer with math-verify; kept: {rule}. "
+                 "Rows follow the rlkd-bench traces schema (id, domain, problem, reasoning, answer, gold, "
+                 "source, verified) plus problem_id and sample.")))
+    if stopped:
+        from rlkd_bench.console import console
+
+        console.print(f"[yellow]stopped before passing the budget: {len(stopped)} problem(s) not finished; "
+                      f"rerun with a larger --max-cost to continue (answered samples are cached)[/yellow]")
+    return manifest.to_dict()
