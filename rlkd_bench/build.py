@@ -140,9 +140,8 @@ def save_sft(examples: list[dict[str, Any]], out: Path, *, test_size: float, see
     random.Random(seed).shuffle(order)
     n_test = split_sizes(len(order), test_size)
     parts = {"train": order[n_test:], "test": order[:n_test]}
-    dd = datasets.DatasetDict({k: datasets.Dataset.from_list(v) if v else
-                               datasets.Dataset.from_dict({"id": [], "domain": [], "messages": []})
-                               for k, v in parts.items()})
+    # an empty split is left out: datasets saves no file for it and load_from_disk then fails
+    dd = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in parts.items() if v})
     datasets.disable_progress_bars()
     with atomic_dir(out) as tmp:
         dd.save_to_disk(str(tmp))
@@ -255,6 +254,8 @@ def build_gsrm_data(
                        "resumed": resumed, "cached": cached, "failed_requests": failed,
                        "pending": len(traces) - len(done) - ann_rejected,
                        **{f"sft_{k}": v for k, v in split.items()}}
+    if hasattr(decomposer, "run_summary"):  # LLM annotators: requests, cache hits, retries
+        manifest.counts.update(decomposer.run_summary())
     manifest.usage = {**usage.to_dict()}
     files = ["annotations.jsonl", "rejects.jsonl", RUN_STATE] + (["sft/"] if split else [])
     result = _finish(manifest, out, t0, "GSRM training data",

@@ -92,7 +92,8 @@ def gsrm_checkpoint(gsrm_data_dir, tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def memorizing_gsrm(tiny_model_dir, tmp_path_factory):
-    """A tiny GSRM trained by the recipe until it has learned one short example by heart, with
+    """A tiny GSRM trained by the recipe until it has learned one short example by heart (80 steps
+    on one 2-step trace: enough on CPU, deterministic; fewer steps were not), with
     the trace and the annotation it learned (the step text of the gsrm-sft row): the path where
     the model is right, from the recipe to parsed steps."""
     import json
@@ -102,20 +103,23 @@ def memorizing_gsrm(tiny_model_dir, tmp_path_factory):
 
     from rlkd_bench.cli import cli
     from rlkd_bench.configs import GSRMTrainConfig, load_config
-    from rlkd_bench.data.synthetic import generate
     from rlkd_bench.gsrm_sft import train
     from rlkd_bench.structure import Decomposition
 
     root = Path(__file__).resolve().parents[1]
     work = tmp_path_factory.mktemp("memorize")
-    trace = min((t.to_trace_row() for t in generate(40, seed=5)), key=lambda r: len(r["reasoning"]))
+    trace = {"id": "mem-1", "domain": "math", "problem": "Add 2 and 3, then multiply the sum by 4.",
+             "reasoning": "Okay, so I need to add two numbers and then scale the sum.\n\n"
+                          "First, I add 2 and 3: 2 + 3 = 5.\n\nNext, I multiply the sum by 4: 5 * 4 = 20."
+                          "\n\nSo the answer is \\boxed{20}.",
+             "answer": "\\boxed{20}", "gold": "20", "source": "test", "verified": True}
     (work / "t.jsonl").write_text(json.dumps(trace) + "\n")
     res = CliRunner().invoke(cli, ["build-gsrm-data", "--traces", str(work / "t.jsonl"), "--test-size", "0",
                                    "--out", str(work / "data"), "--no-progress"])
     assert res.exit_code == 0, res.output
     ann = json.loads((work / "data" / "annotations.jsonl").read_text().splitlines()[0])
     cfg = load_config(root / "recipes" / "configs" / "gsrm_tiny.yaml", GSRMTrainConfig, [
-        f"data={work / 'data'}", f"output_dir={work / 'gsrm'}", f"model={tiny_model_dir}", "max_steps=120",
+        f"data={work / 'data'}", f"output_dir={work / 'gsrm'}", f"model={tiny_model_dir}", "max_steps=80",
         "per_device_train_batch_size=1", "learning_rate=5e-3", "warmup_ratio=0", "logging_steps=40",
         "eval_split=null"])
     train(cfg, log=lambda *a: None)  # in process: the recipe's own subprocess run is tested elsewhere

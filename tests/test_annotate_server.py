@@ -319,3 +319,32 @@ def test_build_gsrm_data_resumes_after_sigkill_without_loss_or_duplicates(memori
     assert all(r["reason"].startswith("invalid reply after 2 attempt(s)") for r in rejects)
     needed = sum(r["attempts"] for r in annotations + rejects)  # distinct requests the 12 traces take
     assert counter.count == needed - cached, "the rerun makes only the requests not answered before"
+
+
+def test_build_gsrm_data_survives_faults_and_counts_retries(tiny_server, tmp_path):
+    """429 with Retry-After, a 500 and a dropped connection in front of the real server: the CLI
+    run completes, every trace is accounted for once, and the retries show in the manifest."""
+    from click.testing import CliRunner
+
+    from faultproxy import Fault
+    from rlkd_bench.cli import cli
+
+    base_url, model_id, counter = tiny_server
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("".join(json.dumps(r) + "\n" for r in _items(5)), encoding="utf-8")
+    counter.reset()
+    counter.inject(Fault("429", retry_after=1), "500", "drop")
+    out = tmp_path / "out"
+    args = ["build-gsrm-data", "--traces", str(traces), "--annotator", f"openai:{model_id}",
+            "--base-url", base_url, "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+            "--concurrency", "2", "--max-tokens", "8", "--max-invalid-retries", "0", "--no-progress"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counts["engine_retries"] == 3 and counts["engine_failures"] == 0
+    assert counts["engine_sent"] == 5 and counter.count == 5 + 3
+    assert counts["ok"] + counts["rejected"] == 5 and counts["pending"] == 0
+    ids = _ids(out / "annotations.jsonl") + _ids(out / "rejects.jsonl")
+    assert sorted(ids) == [f"t{i}" for i in range(5)]
+    assert "engine_retries" in result.stderr or "retries" in (out / "README.md").read_text()

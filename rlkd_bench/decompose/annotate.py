@@ -232,6 +232,16 @@ class Annotator:
             "params": {**self.params, "max_invalid_retries": self.max_invalid_retries},
         }
 
+    def run_summary(self) -> dict[str, Any]:
+        """Counts of the last run for the summary and manifest: requests sent, cache hits,
+        HTTP retries, invalid-reply retries, failures (no key, no secrets)."""
+        out: dict[str, Any] = {f"annotator_{k}": v for k, v in self.stats.items()}
+        if self._engine is not None and hasattr(self._engine, "summary"):
+            eng = self._engine.summary()
+            out.update({f"engine_{k}": eng[k] for k in ("sent", "cache_hits", "retries", "failures",
+                                                          "budget_skipped") if k in eng})
+        return out
+
     def _state(self, item: dict[str, Any]) -> _Item:
         domain, fallback = prompt_domain(item.get("domain"))
         prompt = self.prompts.get(domain) or load_annotation_prompt(domain)
