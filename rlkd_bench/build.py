@@ -133,9 +133,6 @@ def save_sft(examples: list[dict[str, Any]], out: Path, *, test_size: float, see
 
     from rlkd_bench.products import atomic_dir
 
-    if not examples:
-        raise DataError("no annotation passed validation: nothing to train the GSRM on "
-                        "(see rejects.jsonl for the reasons)", file=str(out.parent / "rejects.jsonl"))
     order = sorted(examples, key=lambda e: e["id"])
     random.Random(seed).shuffle(order)
     n_test = split_sizes(len(order), test_size)
@@ -241,7 +238,7 @@ def build_gsrm_data(
 
     done = {tid: row for tid, row in ann_log.rows.items() if tid in traces}
     examples = [sft_example(traces[tid], Decomposition.from_dict(row)) for tid, row in done.items()]
-    split = save_sft(examples, out / "sft", test_size=test_size, seed=seed) if not budget_stop else {}
+    split = save_sft(examples, out / "sft", test_size=test_size, seed=seed) if examples and not budget_stop else {}
     manifest = Manifest(product="gsrm-data")
     _record_input(manifest, spec, loaded)
     manifest.params = {"annotator": annotator, "annotator_config": described, "test_size": test_size,
@@ -265,6 +262,10 @@ def build_gsrm_data(
     if failed:
         console.print(f"[yellow]{failed} request(s) failed after all retries; they are not rejects: "
                       "rerun the same command to try them again[/yellow]")
+    if not examples and not budget_stop and not failed:
+        print_summary("build-gsrm-data", result, out)
+        raise DataError("no annotation passed validation, so there is no SFT set; the manifest and "
+                        "the reasons are written", file=str(out / "rejects.jsonl"))
     if budget_stop:
         console.print(f"[yellow]stopped before passing the budget ({budget_stop}); finished rows are "
                       f"kept in {out}; rerun with a larger --max-cost to continue[/yellow]")

@@ -325,9 +325,10 @@ def test_build_gsrm_data_survives_faults_and_counts_retries(tiny_server, tmp_pat
     """429 with Retry-After, a 500 and a dropped connection in front of the real server: the CLI
     run completes, every trace is accounted for once, and the retries show in the manifest."""
     from click.testing import CliRunner
-
     from faultproxy import Fault
+
     from rlkd_bench.cli import cli
+    from rlkd_bench.errors import EXIT_DATA
 
     base_url, model_id, counter = tiny_server
     traces = tmp_path / "traces.jsonl"
@@ -339,7 +340,9 @@ def test_build_gsrm_data_survives_faults_and_counts_retries(tiny_server, tmp_pat
             "--base-url", base_url, "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
             "--concurrency", "2", "--max-tokens", "8", "--max-invalid-retries", "0", "--no-progress"]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    # the random model's replies never validate: all rejected, so no SFT set and a data-error exit
+    assert result.exit_code == EXIT_DATA, result.output
+    assert "no annotation passed validation" in result.stderr and not (out / "sft").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     counts = manifest["counts"]
     assert counts["engine_retries"] == 3 and counts["engine_failures"] == 0
@@ -347,4 +350,4 @@ def test_build_gsrm_data_survives_faults_and_counts_retries(tiny_server, tmp_pat
     assert counts["ok"] + counts["rejected"] == 5 and counts["pending"] == 0
     ids = _ids(out / "annotations.jsonl") + _ids(out / "rejects.jsonl")
     assert sorted(ids) == [f"t{i}" for i in range(5)]
-    assert "engine_retries" in result.stderr or "retries" in (out / "README.md").read_text()
+    assert "engine_retries" in result.stderr and "engine_retries: 3" in (out / "README.md").read_text()
