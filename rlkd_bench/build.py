@@ -7,17 +7,16 @@ finish, so an interrupted run resumes where it stopped and never pays twice for 
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlkd_bench.console import console, progress_bar, summary
-from rlkd_bench.decompose import Decomposer, DecomposeResult, get_decomposer
+from rlkd_bench.decompose import DecomposeResult, get_decomposer, run_decomposer
 from rlkd_bench.errors import ConfigError, DataError
 from rlkd_bench.llm.base import Usage
-from rlkd_bench.products import Manifest, RowLog, render_card, write_jsonl, write_text
+from rlkd_bench.products import Manifest, RowLog, render_card, save_splits, write_jsonl, write_text
 from rlkd_bench.prompting import GSRM_PROMPT, gsrm_messages, load_prompt
 from rlkd_bench.sources import LoadResult, load_traces
 from rlkd_bench.structure import Decomposition, render_steps
@@ -115,36 +114,6 @@ def sft_example(trace: dict[str, Any], decomposition: Decomposition) -> dict[str
     return {"id": trace["id"], "domain": trace["domain"], "messages": messages}
 
 
-def split_sizes(n: int, test_size: float) -> int:
-    """Number of test rows: a fraction (0 < x < 1) or a count (x >= 1); never all rows."""
-    if test_size < 0:
-        raise ConfigError(f"--test-size must be >= 0, got {test_size}")
-    n_test = int(test_size) if test_size >= 1 else round(n * test_size)
-    if test_size > 0 and n >= 2:
-        n_test = max(1, n_test)
-    return min(n_test, max(n - 1, 0))
-
-
-def save_sft(examples: list[dict[str, Any]], out: Path, *, test_size: float, seed: int) -> dict[str, int]:
-    """Save examples as a DatasetDict (train/test) at ``out``, atomically."""
-    import random
-
-    import datasets
-
-    from rlkd_bench.products import atomic_dir
-
-    order = sorted(examples, key=lambda e: e["id"])
-    random.Random(seed).shuffle(order)
-    n_test = split_sizes(len(order), test_size)
-    parts = {"train": order[n_test:], "test": order[:n_test]}
-    # an empty split is left out: datasets saves no file for it and load_from_disk then fails
-    dd = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in parts.items() if v})
-    datasets.disable_progress_bars()
-    with atomic_dir(out) as tmp:
-        dd.save_to_disk(str(tmp))
-    return {k: len(v) for k, v in parts.items()}
-
-
 def _check_run_state(out: Path, state: dict[str, Any], overwrite: bool) -> None:
     """Refuse to mix two annotators (or prompt versions) in one output directory."""
     import json
@@ -160,16 +129,6 @@ def _check_run_state(out: Path, state: dict[str, Any], overwrite: bool) -> None:
             diff = {k: (old.get(k), v) for k, v in state.items() if old.get(k) != v}
             raise ConfigError(
                 f"{out} holds a run with other settings {diff}; use a new --out or --overwrite")
-
-
-def _call_decomposer(decomposer: Decomposer, items: list[dict[str, Any]], on_result) -> list[DecomposeResult]:
-    """Use the streaming callback when the decomposer has one, so rows land as they finish."""
-    if "on_result" in inspect.signature(decomposer.decompose).parameters:
-        return decomposer.decompose(items, on_result=on_result)
-    results = decomposer.decompose(items)
-    for i, res in enumerate(results):
-        on_result(i, res)
-    return results
 
 
 def build_gsrm_data(
@@ -230,7 +189,7 @@ def build_gsrm_data(
 
     try:
         if pending:
-            _call_decomposer(decomposer, pending, on_result)
+            run_decomposer(decomposer, pending, on_result)
     finally:
         bar.close()
         ann_log.close()
@@ -238,7 +197,7 @@ def build_gsrm_data(
 
     done = {tid: row for tid, row in ann_log.rows.items() if tid in traces}
     examples = [sft_example(traces[tid], Decomposition.from_dict(row)) for tid, row in done.items()]
-    split = save_sft(examples, out / "sft", test_size=test_size, seed=seed) if examples and not budget_stop else {}
+    split = save_splits(examples, out / "sft", test_size=test_size, seed=seed) if examples and not budget_stop else {}
     manifest = Manifest(product="gsrm-data")
     _record_input(manifest, spec, loaded)
     manifest.params = {"annotator": annotator, "annotator_config": described, "test_size": test_size,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -10,12 +10,6 @@ from rich.table import Table
 
 T = TypeVar("T")
 console = Console(stderr=True, highlight=False)
-
-
-def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", enabled: bool = True
-             ) -> Iterator[T]:
-    """Iterate with a tqdm bar on stderr."""
-    return iter(progress_bar(items, total=total, desc=desc, enabled=enabled))
 
 
 def progress_bar(items: Iterable[T] | None = None, *, total: int | None = None, desc: str = "",

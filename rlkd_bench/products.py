@@ -222,6 +222,39 @@ class Manifest:
         return path
 
 
+def split_sizes(n: int, test_size: float) -> int:
+    """Number of test rows: a fraction (0 < x < 1) or a count (x >= 1); never all rows."""
+    from rlkd_bench.errors import ConfigError
+
+    if test_size < 0:
+        raise ConfigError(f"--test-size must be >= 0, got {test_size}")
+    n_test = int(test_size) if test_size >= 1 else round(n * test_size)
+    if test_size > 0 and n >= 2:
+        n_test = max(1, n_test)
+    return min(n_test, max(n - 1, 0))
+
+
+def save_splits(rows: list[dict[str, Any]], out: str | os.PathLike, *, test_size: float,
+                seed: int) -> dict[str, int]:
+    """Shuffle (seeded, independent of input order), split train/test, save a DatasetDict atomically.
+
+    An empty split is left out: datasets saves no file for it and load_from_disk then fails.
+    """
+    import random
+
+    import datasets
+
+    order = sorted(rows, key=lambda r: r["id"])
+    random.Random(seed).shuffle(order)
+    n_test = split_sizes(len(order), test_size)
+    parts = {"train": order[n_test:], "test": order[:n_test]}
+    dd = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in parts.items() if v})
+    datasets.disable_progress_bars()
+    with atomic_dir(out) as tmp:
+        dd.save_to_disk(str(tmp))
+    return {k: len(v) for k, v in parts.items()}
+
+
 def load_manifest(path: str | os.PathLike) -> dict:
     p = Path(path)
     return json.loads((p / MANIFEST if p.is_dir() else p).read_text(encoding="utf-8"))

@@ -13,17 +13,16 @@ Product layout (``OUT/``): ``dataset/`` (a saved ``datasets.DatasetDict`` with `
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-from rlkd_bench.build import TraceSpec, print_summary, split_sizes
-from rlkd_bench.console import progress
-from rlkd_bench.decompose import DecomposeResult, get_decomposer
+from rlkd_bench.build import TraceSpec, print_summary
+from rlkd_bench.console import progress_bar
+from rlkd_bench.decompose import DecomposeResult, get_decomposer, run_decomposer
 from rlkd_bench.errors import ConfigError, DataError
 from rlkd_bench.llm.base import Usage
-from rlkd_bench.products import Manifest, atomic_dir, render_card, write_jsonl, write_text
+from rlkd_bench.products import Manifest, render_card, save_splits, write_jsonl, write_text
 from rlkd_bench.prompting import load_prompt
 
 PRODUCT = "rlkd-data"
@@ -65,21 +64,6 @@ def _reject(trace: dict[str, Any], stage: str, reason: str, raw: str = "") -> di
     return {"id": str(trace.get("id")), "stage": stage, "reason": reason, "raw": raw}
 
 
-def save_splits(rows: list[dict[str, Any]], out: Path, *, test_size: float, seed: int) -> dict[str, int]:
-    """Shuffle (seeded, independent of input order), split and save a DatasetDict atomically."""
-    import datasets
-
-    order = sorted(rows, key=lambda r: r["id"])
-    random.Random(seed).shuffle(order)
-    n_test = split_sizes(len(order), test_size)
-    parts = {"train": order[n_test:], "test": order[:n_test]}
-    # an empty split is left out: datasets cannot save (or load) a zero-row split
-    dd = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in parts.items() if v})
-    with atomic_dir(out) as tmp:
-        dd.save_to_disk(str(tmp))
-    return {k: len(v) for k, v in parts.items()}
-
-
 def build_rlkd_data(
     spec: TraceSpec,
     out: str | Path,
@@ -106,23 +90,15 @@ def build_rlkd_data(
             pending.append(trace)
 
     results: list[DecomposeResult | None] = [None] * len(pending)
-    bar = progress(range(len(pending)), total=len(pending), desc=f"teacher steps ({decomposer})",
-                   enabled=show_progress)
+    bar = progress_bar(total=len(pending), desc=f"teacher steps ({decomposer})", enabled=show_progress)
 
     def on_result(i: int, res: DecomposeResult) -> None:
         results[i] = res
-        next(bar, None)
+        bar.update(1)
 
     if pending:
-        import inspect
-
-        if "on_result" in inspect.signature(dec.decompose).parameters:
-            got = dec.decompose(pending, on_result=on_result)
-        else:
-            got = dec.decompose(pending)
-        for i, res in enumerate(got):
-            if results[i] is None:
-                on_result(i, res)
+        run_decomposer(dec, pending, on_result)
+    bar.close()
 
     rows, usage, cached, budget_stopped = [], Usage(), 0, 0
     for trace, res in zip(pending, results, strict=True):
@@ -138,8 +114,6 @@ def build_rlkd_data(
             rejects.append(_reject(trace, "decompose", "decomposition has no steps", res.raw))
         else:
             rows.append(rlkd_row(trace, res))
-    for _ in bar:  # close the bar
-        pass
     write_jsonl(out / "rejects.jsonl", rejects)
     if not rows:
         raise DataError(

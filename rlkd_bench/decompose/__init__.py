@@ -7,6 +7,8 @@ GSRM). ``get_decomposer(spec)`` picks one by name.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,6 +47,29 @@ class Decomposer(Protocol):
     def describe(self) -> dict[str, Any]:
         """Model, prompt version and parameters, recorded in annotations and manifests."""
         ...
+
+
+def run_decomposer(decomposer: Decomposer, items: list[dict[str, Any]],
+                   on_result: Callable[[int, DecomposeResult], None]) -> list[DecomposeResult]:
+    """Decompose ``items``, calling ``on_result(i, result)`` once per item as results arrive.
+
+    Streams when the decomposer can (so a stage writes rows as they finish and a killed run loses
+    nothing); otherwise reports every result when the batch returns.
+    """
+    if "on_result" in inspect.signature(decomposer.decompose).parameters:
+        seen: set[int] = set()
+
+        def once(i: int, res: DecomposeResult) -> None:
+            seen.add(i)
+            on_result(i, res)
+
+        results = decomposer.decompose(items, on_result=once)
+    else:
+        results, seen = decomposer.decompose(items), set()
+    for i, res in enumerate(results):
+        if i not in seen:
+            on_result(i, res)
+    return results
 
 
 def get_decomposer(spec: str, **options: Any) -> Decomposer:

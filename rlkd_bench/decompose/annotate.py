@@ -37,9 +37,9 @@ from rlkd_bench.errors import ConfigError
 from rlkd_bench.llm.base import ChatRequest, Completion, Engine, EngineOptions, Usage
 from rlkd_bench.llm.redact import safe_url
 from rlkd_bench.prompting import gsrm_user_text, load_prompt
+from rlkd_bench.sources import DOMAINS
 from rlkd_bench.structure import parse_steps, split_think, validate
 
-DOMAINS = ("math", "code", "science", "puzzle")
 FALLBACK_DOMAIN = "math"
 BUDGET_PREFIX = "budget:"
 REQUEST_ERROR_PREFIX = "request failed:"
