@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from rlkd_bench.console import console, progress_bar, summary
-from rlkd_bench.decompose import DecomposeResult, get_decomposer, run_decomposer
+from rlkd_bench.decompose import (
+    BUDGET_PREFIX,
+    REQUEST_ERROR_PREFIX,
+    DecomposeResult,
+    get_decomposer,
+    run_decomposer,
+)
 from rlkd_bench.errors import ConfigError, DataError
 from rlkd_bench.llm.base import Usage
 from rlkd_bench.products import Manifest, RowLog, render_card, save_splits, write_jsonl, write_text
@@ -22,7 +28,6 @@ from rlkd_bench.sources import LoadResult, load_traces
 from rlkd_bench.structure import Decomposition, render_steps
 
 RUN_STATE = "run.json"
-TRANSIENT = "request failed:"  # transport failures after all retries: a rerun tries them again
 
 
 @dataclass
@@ -171,13 +176,13 @@ def build_gsrm_data(
 
     def on_result(i: int, res: DecomposeResult) -> None:
         nonlocal usage, cached, budget_stop, failed
-        if res.error and res.error.startswith("budget:"):
+        if res.error and res.error.startswith(BUDGET_PREFIX):
             budget_stop = res.error
             return  # not done: a rerun with a larger budget picks it up
         trace = pending[i]
         usage += res.usage
         cached += int(res.cached)
-        if res.error and res.error.startswith(TRANSIENT):
+        if res.error and res.error.startswith(REQUEST_ERROR_PREFIX):
             failed += 1  # the server failed, not the annotation: left pending for a rerun
         elif res.ok:
             ann_log.append(annotation_row(trace, res, described))

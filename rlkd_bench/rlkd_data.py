@@ -19,7 +19,7 @@ from typing import Any
 
 from rlkd_bench.build import TraceSpec, print_summary
 from rlkd_bench.console import progress_bar
-from rlkd_bench.decompose import DecomposeResult, get_decomposer, run_decomposer
+from rlkd_bench.decompose import BUDGET_PREFIX, DecomposeResult, get_decomposer, run_decomposer
 from rlkd_bench.errors import ConfigError, DataError
 from rlkd_bench.llm.base import Usage
 from rlkd_bench.products import Manifest, render_card, save_splits, write_jsonl, write_text
@@ -105,7 +105,7 @@ def build_rlkd_data(
         assert res is not None
         usage += res.usage
         cached += int(res.cached)
-        if res.error and res.error.startswith("budget:"):
+        if res.error and res.error.startswith(BUDGET_PREFIX):
             budget_stopped += 1
             rejects.append(_reject(trace, "decompose", res.error, res.raw))
         elif not res.ok:

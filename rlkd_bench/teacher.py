@@ -23,7 +23,7 @@ from typing import Any
 
 from rlkd_bench.answers import verify
 from rlkd_bench.errors import ConfigError
-from rlkd_bench.llm.base import ChatRequest, Completion, Engine, EngineOptions, Usage
+from rlkd_bench.llm.base import BUDGET_PREFIX, ChatRequest, Completion, Engine, EngineOptions, Usage
 from rlkd_bench.llm.redact import safe_url
 from rlkd_bench.structure import answer_tag, split_think
 
@@ -31,7 +31,6 @@ KEEP = ("first", "all")
 # DeepSeek-R1's recommended usage: no system prompt, the instruction in the user turn.
 TEACHER_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 TEACHER_PROMPT_VERSION = "teacher@" + hashlib.sha256(TEACHER_INSTRUCTION.encode()).hexdigest()[:10]
-BUDGET_PREFIX = "budget:"
 
 
 @dataclass

@@ -12,8 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from rlkd_bench.llm.base import BUDGET_PREFIX as BUDGET_PREFIX  # re-exported for the stages
 from rlkd_bench.llm.base import Usage
 from rlkd_bench.structure import Decomposition
+
+# How a DecomposeResult.error starts says what the stage does with the row:
+# BUDGET_PREFIX: not sent (--max-cost): neither done nor rejected; a rerun continues
+REQUEST_ERROR_PREFIX = "request failed:"  # the server failed after all retries: left pending
+INVALID_PREFIX = "invalid reply"  # the model answered, the reply failed validation: a reject
 
 
 @dataclass

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from rlkd_bench.decompose import DecomposeResult
+from rlkd_bench.decompose import BUDGET_PREFIX, INVALID_PREFIX, REQUEST_ERROR_PREFIX, DecomposeResult
 from rlkd_bench.errors import ConfigError
 from rlkd_bench.llm.base import ChatRequest, Completion, Engine, EngineOptions, Usage
 from rlkd_bench.llm.redact import safe_url
@@ -41,9 +41,6 @@ from rlkd_bench.sources import DOMAINS
 from rlkd_bench.structure import parse_steps, split_think, validate
 
 FALLBACK_DOMAIN = "math"
-BUDGET_PREFIX = "budget:"
-REQUEST_ERROR_PREFIX = "request failed:"
-INVALID_PREFIX = "invalid reply"
 # Expected reply length for --estimate: a base plus a share of the trace's tokens (steps are terse,
 # but even a short trace gets a few ~40-token steps). A stated assumption, not a measurement.
 OUTPUT_BASE, OUTPUT_RATIO = 200, 0.2

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rlkd_bench.decompose import DecomposeResult
+from rlkd_bench.decompose import BUDGET_PREFIX, INVALID_PREFIX, REQUEST_ERROR_PREFIX, DecomposeResult
 from rlkd_bench.errors import ConfigError
 from rlkd_bench.llm.base import ChatRequest, Completion, Engine, EngineOptions
 from rlkd_bench.prompting import GSRM_PROMPT, gsrm_messages, load_prompt
@@ -28,8 +28,6 @@ from rlkd_bench.structure import parse_steps, validate
 log = logging.getLogger("rlkd_bench.gsrm")
 ENGINES = ("transformers", "vllm")
 DEFAULT_MAX_TOKENS = 4096
-INVALID_PREFIX = "invalid reply"
-REQUEST_ERROR_PREFIX = "request failed:"
 
 
 def is_url(target: str) -> bool:
@@ -60,7 +58,7 @@ def parse_reply(completion: Completion) -> DecomposeResult:
     if not completion.ok:
         return DecomposeResult(decomposition=None, raw=completion.text or "",
                                error=f"{REQUEST_ERROR_PREFIX} {completion.error}"
-                               if not (completion.error or "").startswith("budget:") else completion.error,
+                               if not (completion.error or "").startswith(BUDGET_PREFIX) else completion.error,
                                usage=completion.usage, cached=completion.cached)
     text = completion.text or ""
     decomposition = parse_steps(text)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+BUDGET_PREFIX = "budget:"  # Completion.error of a request not sent because --max-cost would be passed
+
 
 @dataclass(frozen=True)
 class ChatRequest:

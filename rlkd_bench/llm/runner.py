@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rlkd_bench.llm.base import ChatRequest, Completion, EngineOptions, Usage
+from rlkd_bench.llm.base import BUDGET_PREFIX, ChatRequest, Completion, EngineOptions, Usage
 from rlkd_bench.llm.cache import ResponseCache
 from rlkd_bench.llm.redact import safe_url
 
@@ -203,7 +203,7 @@ class CachedEngine:
                     self.stats.cost_usd += completion.usage.cost_usd
                     if self.cache is not None:
                         self.cache.put(key, completion, model=cache_model)
-                elif (completion.error or "").startswith("budget:"):
+                elif (completion.error or "").startswith(BUDGET_PREFIX):
                     self.stats.budget_skipped += len(idx)
                 else:
                     self.stats.failures += len(idx)
