@@ -38,16 +38,10 @@ def tiny_server(tiny_model_dir):
     ``counter.reset()`` first (the server is shared by the session), ``counter.inject(Fault(...))``
     to make the next requests fail.
     """
-    from faultproxy import FaultProxy  # tests/ is on sys.path (rootdir conftest)
-    from servers import TinyServer
+    from servers import served_behind_proxy  # tests/ is on sys.path (rootdir conftest)
 
-    server = TinyServer(tiny_model_dir).start()
-    proxy = FaultProxy(server.port).start()
-    try:
-        yield proxy.url, server.model_id, proxy
-    finally:
-        proxy.stop()
-        server.stop()
+    with served_behind_proxy(tiny_model_dir) as served:
+        yield served
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ warms up continuous batching), and stops it (terminate, then kill) at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -124,3 +125,18 @@ class TinyServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def served_behind_proxy(model_dir: str | Path):
+    """Serve ``model_dir`` with ``transformers serve`` behind a counting fault proxy; yields
+    ``(base_url, model_id, proxy)`` and stops both at the end."""
+    from faultproxy import FaultProxy
+
+    server = TinyServer(model_dir).start()
+    proxy = FaultProxy(server.port).start()
+    try:
+        yield proxy.url, server.model_id, proxy
+    finally:
+        proxy.stop()
+        server.stop()

@@ -108,22 +108,15 @@ def _train(torch, model, tok, out_dir: Path, pairs, lr: float, max_steps: int) -
 def memorised_server(tiny_model_dir, tmp_path_factory):
     """A server whose model answers the OK_ITEM annotation request with STEPS and the teacher
     request for TEACHER_OK with TEACHER_COMPLETION (greedy)."""
-    from faultproxy import FaultProxy
-    from servers import TinyServer
+    from servers import served_behind_proxy
 
     annotator = Annotator("m", max_tokens=64)
     ann_req = annotator.request(annotator._state(OK_ITEM), 1)
     teach_req = sample_request(TEACHER_OK, 0, TEACHER_PARAMS)
     out = memorise(Path(tiny_model_dir), tmp_path_factory.mktemp("memorised") / "memo",
                    [(ann_req.messages, STEPS), (teach_req.messages, TEACHER_COMPLETION)])
-    with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "1"}):  # see _one_thread
-        server = TinyServer(out).start()
-    proxy = FaultProxy(server.port).start()
-    try:
-        yield proxy.url, server.model_id, proxy
-    finally:
-        proxy.stop()
-        server.stop()
+    with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "1"}), served_behind_proxy(out) as served:  # see _one_thread
+        yield served
 
 
 # ---- annotation --------------------------------------------------------------------------------
