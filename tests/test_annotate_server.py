@@ -344,3 +344,32 @@ def test_build_gsrm_data_survives_faults_and_counts_retries(tiny_server, tmp_pat
     ids = _ids(out / "annotations.jsonl") + _ids(out / "rejects.jsonl")
     assert sorted(ids) == [f"t{i}" for i in range(5)]
     assert "engine_retries" in result.stderr and "engine_retries: 3" in (out / "README.md").read_text()
+
+
+def test_ctrl_c_exits_130_keeps_finished_rows_and_the_rerun_completes(tiny_server, tmp_path):
+    """SIGINT mid-run: a prompt exit with code 130, every written line whole, nothing lost after
+    the rerun, nothing twice."""
+    base_url, model_id, counter = tiny_server
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("".join(json.dumps(r) + "\n" for r in _items(30)), encoding="utf-8")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "rlkd_bench.cli", "build-gsrm-data", "--traces", str(traces),
+           "--annotator", f"openai:{model_id}", "--base-url", base_url, "--out", str(out),
+           "--cache-dir", str(tmp_path / "cache"), "--concurrency", "2", "--max-tokens", "8",
+           "--max-invalid-retries", "0", "--no-progress"]
+    counter.reset()
+    counter.delay_s = 0.2  # slow enough to interrupt half way
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(_ids(out / "rejects.jsonl")) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert "finished rows are kept" in proc.stderr.read()
+    lines = (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()
+    assert 3 <= len(lines) < 30 and all(json.loads(x)["id"] for x in lines)  # every line whole
+    counter.delay_s = 0.0
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 65  # the random model's replies never validate: all rejected
+    ids = _ids(out / "annotations.jsonl") + _ids(out / "rejects.jsonl")
+    assert sorted(ids) == sorted(f"t{i}" for i in range(30))
