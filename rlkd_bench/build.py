@@ -244,4 +244,6 @@ def print_summary(title: str, manifest: dict[str, Any], out: str | Path) -> None
         rows["cost (USD)"] = f"{usage.get('cost_usd', 0.0):.4f}"
     rows["time (s)"] = f"{manifest.get('wall_time_s', 0.0):.1f}"
     rows["outputs"] = str(out)
+    if manifest.get("files"):
+        rows["files"] = ", ".join(manifest["files"])
     summary(title, rows)
