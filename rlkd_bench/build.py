@@ -16,13 +16,22 @@ from rlkd_bench.console import console, progress_bar, summary
 from rlkd_bench.decompose import (
     BUDGET_PREFIX,
     REQUEST_ERROR_PREFIX,
+    Decomposer,
     DecomposeResult,
     get_decomposer,
     run_decomposer,
 )
 from rlkd_bench.errors import ConfigError, DataError
 from rlkd_bench.llm.base import Usage
-from rlkd_bench.products import Manifest, RowLog, render_card, save_splits, write_jsonl, write_text
+from rlkd_bench.products import (
+    Manifest,
+    RowLog,
+    render_card,
+    run_lock,
+    save_splits,
+    write_jsonl,
+    write_text,
+)
 from rlkd_bench.prompting import GSRM_PROMPT, gsrm_messages, load_prompt
 from rlkd_bench.sources import LoadResult, load_traces
 from rlkd_bench.structure import Decomposition, render_steps
@@ -149,14 +158,22 @@ def build_gsrm_data(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """traces -> annotations.jsonl / rejects.jsonl -> sft/ (DatasetDict) + manifest + card."""
-    import json
-
     t0 = time.time()
     out = Path(out)
     loaded = spec.load()
     decomposer = get_decomposer(annotator, **(annotator_options or {}))
+    with run_lock(out):
+        return _annotate_and_save(spec, out, loaded, decomposer, annotator=annotator, test_size=test_size,
+                                  seed=seed, overwrite=overwrite, retry_rejects=retry_rejects,
+                                  show_progress=show_progress, t0=t0)
+
+
+def _annotate_and_save(spec: TraceSpec, out: Path, loaded: LoadResult, decomposer: Decomposer, *,
+                       annotator: str, test_size: float, seed: int, overwrite: bool, retry_rejects: bool,
+                       show_progress: bool, t0: float) -> dict[str, Any]:
+    import json
+
     described = decomposer.describe()
-    out.mkdir(parents=True, exist_ok=True)
     state = {"annotator": annotator, "prompt_version": decomposer.prompt_version,
              "gsrm_prompt": load_prompt(GSRM_PROMPT).version}
     _check_run_state(out, state, overwrite)

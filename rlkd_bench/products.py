@@ -89,6 +89,30 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on a product directory for the length of a run.
+
+    Two runs appending to the same row logs would interleave their rows; the second one is
+    refused with a clear message instead. The lock dies with the process (even on SIGKILL).
+    """
+    import fcntl
+
+    from rlkd_bench.errors import ConfigError
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another run is writing to {out}; wait for it or use another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class RowLog:
     """An append-only jsonl of rows keyed by ``key``, safe to resume.
 

@@ -140,3 +140,13 @@ def test_real_subprocess(tmp_path: Path) -> None:
     proc = subprocess.run([exe, "traces", "--traces", str(bad), "--out", str(tmp_path / "t")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == EXIT_DATA and "empty" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_second_concurrent_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    from rlkd_bench.products import run_lock
+
+    out = tmp_path / "o"
+    with run_lock(out):  # stands in for a run in progress (flock is per open file, so this holds)
+        res = run("build-gsrm-data", "--out", str(out), "--limit", "2", "--no-progress")
+    assert res.exit_code == EXIT_USAGE and "another run is writing" in res.stderr
+    assert run("build-gsrm-data", "--out", str(out), "--limit", "2", "--no-progress").exit_code == 0
