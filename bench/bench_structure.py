@@ -10,6 +10,13 @@ boundary scores are means over traces of per-trace precision / recall / F1 (a pr
 matches an unmatched true one within ``--tolerance`` characters; see
 rlkd_bench.data.synthetic.boundary_f1). "answer agreement" is, over predicted steps that start
 at a true step, how often the step's answer ends in the true answer's number.
+
+The reference-set table scores the same way against an independent truth: the hand-written
+decompositions of 14 bundled R1-style traces in rlkd_bench/data/reference_steps.jsonl (step starts
+recovered from verbatim quotes; see tests/test_reference_steps.py for how they were annotated).
+"meta states its answer" is the share of steps whose meta-reasoning gives away the step's own
+answer (rlkd_bench.decompose.heuristic.meta_states_answer), which the step format forbids; the
+paragraph baseline writes no meta-reasoning, so it has no entry there.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from importlib import resources
 from typing import Any
 
 from rlkd_bench.data.synthetic import boundary_f1, generate, paragraph_boundaries
-from rlkd_bench.decompose.heuristic import HeuristicDecomposer, decompose_trace, segment
+from rlkd_bench.decompose.heuristic import HeuristicDecomposer, decompose_trace, meta_states_answer, segment
 from rlkd_bench.structure import Decomposition, parse_steps, render_steps
 
 _META = ["[Meat-reasoning {i}]", "[sub-think {i}]", "**[Meta-reasoning {i}]**:", "[Meta-reasoning]:",
@@ -61,11 +68,50 @@ def best_of(repeat: int, fn: Callable[[], Any]) -> float:
     return max(min(times), 1e-9)
 
 
-def bundled_rows() -> list[dict]:
-    path = resources.files("rlkd_bench") / "data" / "traces.jsonl"
+def bundled_rows(name: str = "traces.jsonl") -> list[dict]:
+    path = resources.files("rlkd_bench") / "data" / name
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# The heuristic's scores on the reference set before its rules were reworked against it (the
+# committed code as it stood when reference_steps.jsonl was frozen), recorded for comparison.
+REFERENCE_BEFORE = {"precision": 0.482, "recall": 0.489, "F1": 0.459, "step_err": 1.86, "stated": 6 / 66}
+
+
+def reference_scores(tolerance: int) -> dict[str, dict[str, float]] | None:
+    """Heuristic and paragraph-baseline scores on the hand-written reference set (None if absent)."""
+    ref = bundled_rows("reference_steps.jsonl")
+    traces = {r["id"]: r for r in bundled_rows()}
+    if not ref or not traces:
+        return None
+    heur, para, h_err, p_err, stated, n_steps, repeated = [], [], 0, 0, 0, 0, 0
+    for row in ref:
+        t = traces[row["id"]]
+        text = t["reasoning"]
+        true = [text.find(q) for q in row["boundaries"]]
+        pred = [a for a, _ in segment(text, t["problem"])]
+        pb = paragraph_boundaries(text)
+        heur.append(boundary_f1(pred, true, tolerance))
+        para.append(boundary_f1(pb, true, tolerance))
+        h_err += abs(len(pred) - len(true))
+        p_err += abs(len(pb) - len(true))
+        d = decompose_trace(t["problem"], text, t["answer"])
+        n_steps += len(d.steps)
+        stated += sum(meta_states_answer(s.meta, s.answer) for s in d.steps)
+        answers = [s.answer for s in d.steps]
+        repeated += len(answers) - len(set(answers))
+    names = ["precision", "recall", "F1"]
+    out = {
+        "heuristic": dict(zip(names, [sum(x) / len(x) for x in zip(*heur, strict=True)], strict=True)),
+        "paragraphs": dict(zip(names, [sum(x) / len(x) for x in zip(*para, strict=True)], strict=True)),
+    }
+    out["heuristic"].update(step_err=h_err / len(ref), stated=stated / n_steps, repeated=repeated / n_steps,
+                            steps=n_steps / len(ref))
+    out["paragraphs"].update(step_err=p_err / len(ref))
+    out["truth"] = {"traces": len(ref), "steps": sum(len(r["steps"]) for r in ref) / len(ref)}
+    return out
 
 
 def _last_number(text: str) -> Fraction | None:
@@ -163,6 +209,23 @@ def main(argv: list[str] | None = None) -> int:
           f"{'':>8}  (true steps: {n_true / len(synth):.2f} / trace)")
     print(f"  {'answer agreement':<22}{hits / max(1, total):>10.3f}{'':>12}{'':>8}  "
           f"({hits} of {total} matched steps)")
+
+    ref = reference_scores(args.tolerance)
+    if ref is not None:
+        h, p, b = ref["heuristic"], ref["paragraphs"], REFERENCE_BEFORE
+        print()
+        print(f"step boundaries vs the hand-written reference: {ref['truth']['traces']} bundled traces "
+              f"({ref['truth']['steps']:.2f} true steps / trace), tolerance {args.tolerance} chars")
+        print(f"  {'':<26}{'heuristic':>10}{'paragraphs':>12}{'ratio':>8}{'before*':>10}")
+        for name in ["precision", "recall", "F1"]:
+            print(f"  {name:<26}{h[name]:>10.3f}{p[name]:>12.3f}{h[name] / p[name]:>8.2f}{b[name]:>10.3f}")
+        print(f"  {'|steps - true| / trace':<26}{h['step_err']:>10.2f}{p['step_err']:>12.2f}"
+              f"{h['step_err'] / p['step_err']:>8.2f}{b['step_err']:>10.2f}")
+        print(f"  {'meta states its answer':<26}{h['stated']:>10.3f}{'-':>12}{'':>8}{b['stated']:>10.3f}"
+              f"  (share of {h['steps']:.2f} steps / trace)")
+        print(f"  {'answer repeats an earlier':<26}{h['repeated']:>10.3f}{'-':>12}")
+        print("  * before: the heuristic's scores measured when the reference set was frozen, before its")
+        print("    rules were reworked against it (recorded, not recomputed)")
     return 0
 
 
