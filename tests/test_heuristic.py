@@ -37,8 +37,6 @@ BASELINE_MARGIN = 0.2
 
 def _bundled() -> list[dict]:
     path = resources.files("rlkd_bench") / "data" / "traces.jsonl"
-    if not path.is_file():
-        return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -59,7 +57,6 @@ def _check(d, reasoning: str) -> None:
 # every trace
 
 
-@pytest.mark.skipif(not BUNDLED, reason="rlkd_bench/data/traces.jsonl not bundled yet")
 def test_every_bundled_trace():
     results = HeuristicDecomposer().decompose(BUNDLED)
     assert len(results) == len(BUNDLED)
@@ -74,7 +71,6 @@ def test_every_bundled_trace():
     assert multi >= 0.9 * len(BUNDLED)  # real traces are cut into several steps, not one blob
 
 
-@pytest.mark.skipif(not BUNDLED, reason="rlkd_bench/data/traces.jsonl not bundled yet")
 def test_bundled_step_fields_are_specific():
     """On the 47 bundled traces (measured): no meta gives away its answer (was 10%); 12% of
     sub-problems fall back to "What follows from ...?" / "What does this step establish?" (was
