@@ -26,7 +26,7 @@ from rlkd_bench.llm.base import Usage
 from rlkd_bench.products import (
     Manifest,
     RowLog,
-    render_card,
+    finish_product,
     run_lock,
     save_splits,
     write_jsonl,
@@ -58,12 +58,14 @@ class TraceSpec:
                            verify=self.verify)
 
 
-def _record_input(manifest: Manifest, spec: TraceSpec, loaded: LoadResult) -> None:
+def record_traces_input(manifest: Manifest, source: str | None, loaded: LoadResult, *,
+                        split: str = "train", name: str = "traces") -> None:
+    """Record where the traces came from (a local file's hash, or the Hub id); the bundled file
+    when no source was given."""
     from rlkd_bench.sources import bundled_traces_path
 
-    src = spec.source or str(bundled_traces_path())
-    manifest.add_input("traces", src)
-    manifest.inputs["traces"].update({"format": loaded.fmt, "split": spec.split})
+    manifest.add_input(name, source or str(bundled_traces_path()))
+    manifest.inputs[name].update({"format": loaded.fmt, "split": split})
 
 
 def build_traces(spec: TraceSpec, out: str | Path) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def build_traces(spec: TraceSpec, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     loaded = spec.load()
     manifest = Manifest(product="traces")
-    _record_input(manifest, spec, loaded)
+    record_traces_input(manifest, spec.source, loaded, split=spec.split)
     manifest.params = {"format": loaded.fmt, "verify": spec.verify, "limit": spec.limit,
                        "on_error": spec.on_error, "fields": spec.fields}
     write_jsonl(out / "traces.jsonl", loaded.rows)
@@ -82,19 +84,10 @@ def build_traces(spec: TraceSpec, out: str | Path) -> dict[str, Any]:
         domains[r["domain"]] = domains.get(r["domain"], 0) + 1
     manifest.counts = {"ok": len(loaded.rows), "rejected": len(loaded.rejects),
                        **{f"domain_{k}": v for k, v in sorted(domains.items())}}
-    return _finish(manifest, out, t0, "Teacher reasoning traces",
-                   "Teacher reasoning traces normalised to the rlkd-bench traces schema "
-                   "(id, domain, problem, reasoning, answer, gold, source, verified).",
-                   ["traces.jsonl", "rejects.jsonl"])
-
-
-def _finish(manifest: Manifest, out: Path, t0: float, title: str, blurb: str,
-            files: list[str]) -> dict[str, Any]:
-    manifest.files = files + ["manifest.json", "README.md"]
-    manifest.wall_time_s = round(time.time() - t0, 3)
-    manifest.write(out)
-    write_text(out / "README.md", render_card(manifest.to_dict(), title=title, summary=blurb))
-    return manifest.to_dict()
+    return finish_product(manifest, out, t0, ["traces.jsonl", "rejects.jsonl"],
+                          title="Teacher reasoning traces",
+                          summary="Teacher reasoning traces normalised to the rlkd-bench traces schema "
+                                  "(id, domain, problem, reasoning, answer, gold, source, verified).")
 
 
 # ---- build-gsrm-data ---------------------------------------------------------------------------
@@ -221,7 +214,7 @@ def _annotate_and_save(spec: TraceSpec, out: Path, loaded: LoadResult, decompose
     examples = [sft_example(traces[tid], Decomposition.from_dict(row)) for tid, row in done.items()]
     split = save_splits(examples, out / "sft", test_size=test_size, seed=seed) if examples and not budget_stop else {}
     manifest = Manifest(product="gsrm-data")
-    _record_input(manifest, spec, loaded)
+    record_traces_input(manifest, spec.source, loaded, split=spec.split)
     manifest.params = {"annotator": annotator, "annotator_config": described, "test_size": test_size,
                        "seed": seed, "limit": spec.limit, "on_error": spec.on_error}
     manifest.prompt_versions = {"annotator": decomposer.prompt_version,
@@ -236,10 +229,10 @@ def _annotate_and_save(spec: TraceSpec, out: Path, loaded: LoadResult, decompose
         manifest.counts.update(decomposer.run_summary())
     manifest.usage = {**usage.to_dict()}
     files = ["annotations.jsonl", "rejects.jsonl", RUN_STATE] + (["sft/"] if split else [])
-    result = _finish(manifest, out, t0, "GSRM training data",
-                     "Teacher traces annotated as meta-reasoning / sub-problem / answer steps, and the "
-                     "GSRM supervised fine-tuning set built from them (TRL conversational `messages`).",
-                     files)
+    result = finish_product(
+        manifest, out, t0, files, title="GSRM training data",
+        summary="Teacher traces annotated as meta-reasoning / sub-problem / answer steps, and the GSRM "
+                "supervised fine-tuning set built from them (TRL conversational `messages`).")
     if failed:
         console.print(f"[yellow]{failed} request(s) failed after all retries; they are not rejects: "
                       "rerun the same command to try them again[/yellow]")

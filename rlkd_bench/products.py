@@ -279,6 +279,17 @@ def save_splits(rows: list[dict[str, Any]], out: str | os.PathLike, *, test_size
     return {k: len(v) for k, v in parts.items()}
 
 
+def finish_product(manifest: Manifest, out: str | os.PathLike, t0: float, files: list[str], *,
+                   title: str, summary: str, extra: str = "") -> dict[str, Any]:
+    """Close a product: list its files, stamp the wall time since ``t0``, write manifest.json and
+    the README.md card built from it. Returns the manifest as a dict."""
+    manifest.files = [*files, MANIFEST, CARD]
+    manifest.wall_time_s = round(time.time() - t0, 3)
+    manifest.write(out)
+    write_text(Path(out) / CARD, render_card(manifest.to_dict(), title=title, summary=summary, extra=extra))
+    return manifest.to_dict()
+
+
 def load_manifest(path: str | os.PathLike) -> dict:
     p = Path(path)
     return json.loads((p / MANIFEST if p.is_dir() else p).read_text(encoding="utf-8"))

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlkd_bench.build import TraceSpec, print_summary
+from rlkd_bench.build import TraceSpec, print_summary, record_traces_input
 from rlkd_bench.console import progress_bar
-from rlkd_bench.decompose import BUDGET_PREFIX, DecomposeResult, get_decomposer, run_decomposer
+from rlkd_bench.decompose import DecomposeResult, get_decomposer, run_decomposer
 from rlkd_bench.errors import ConfigError, DataError
 from rlkd_bench.llm.base import Usage
-from rlkd_bench.products import Manifest, render_card, save_splits, write_jsonl, write_text
+from rlkd_bench.products import Manifest, finish_product, save_splits, write_jsonl
 from rlkd_bench.prompting import load_prompt
 
 PRODUCT = "rlkd-data"
@@ -100,15 +100,12 @@ def build_rlkd_data(
         run_decomposer(dec, pending, on_result)
     bar.close()
 
-    rows, usage, cached, budget_stopped = [], Usage(), 0, 0
+    rows, usage, cached = [], Usage(), 0
     for trace, res in zip(pending, results, strict=True):
         assert res is not None
         usage += res.usage
         cached += int(res.cached)
-        if res.error and res.error.startswith(BUDGET_PREFIX):
-            budget_stopped += 1
-            rejects.append(_reject(trace, "decompose", res.error, res.raw))
-        elif not res.ok:
+        if not res.ok:  # a failure, or a budget stop ("budget: ..."): the reason says which
             rejects.append(_reject(trace, "decompose", res.error or "no decomposition", res.raw))
         elif not res.decomposition.steps:  # type: ignore[union-attr]
             rejects.append(_reject(trace, "decompose", "decomposition has no steps", res.raw))
@@ -124,10 +121,7 @@ def build_rlkd_data(
     split = save_splits(rows, out / DATASET_DIR, test_size=test_size, seed=seed)
 
     manifest = Manifest(product=PRODUCT)
-    from rlkd_bench.sources import bundled_traces_path
-
-    manifest.add_input("traces", spec.source or str(bundled_traces_path()))
-    manifest.inputs["traces"].update({"format": loaded.fmt, "split": spec.split})
+    record_traces_input(manifest, spec.source, loaded, split=spec.split)
     manifest.params = {"decomposer": decomposer, "decomposer_config": dec.describe(),
                        "test_size": test_size, "seed": seed, "limit": spec.limit, "on_error": spec.on_error}
     manifest.prompt_versions = {SYSTEM_PROMPT: load_prompt(SYSTEM_PROMPT).version,
@@ -143,18 +137,20 @@ def build_rlkd_data(
         "teacher_steps_min": min(steps), "teacher_steps_max": max(steps),
     }
     manifest.usage = usage.to_dict()
-    manifest.files = [f"{DATASET_DIR}/", "rejects.jsonl", "manifest.json", "README.md"]
-    manifest.wall_time_s = round(time.time() - t0, 3)
-    manifest.write(out)
-    write_text(out / "README.md", dataset_card(manifest.to_dict(), rows[0], sum(steps) / len(steps)))
-    return manifest.to_dict()
+    return finish_product(
+        manifest, out, t0, [f"{DATASET_DIR}/", "rejects.jsonl"], title="RLKD training data",
+        summary=("Problems for RLKD's GRPO stage, each with a `prompt` asking for `<think>` reasoning and a "
+                 "boxed answer in `<answer>`, the gold answer, and the teacher's reasoning decomposed once "
+                 "into meta-reasoning / sub-problem / answer steps (the structure reward's reference)."),
+        extra=card_details(rows[0], sum(steps) / len(steps)))
 
 
-def dataset_card(manifest: dict[str, Any], example: dict[str, Any], mean_steps: float) -> str:
+def card_details(example: dict[str, Any], mean_steps: float) -> str:
+    """The card's columns, usage and a shortened example row."""
     shown = dict(example)
     shown["teacher_reasoning"] = _clip(shown["teacher_reasoning"], 300)
     shown["teacher_steps"] = shown["teacher_steps"][:2]
-    extra = "\n".join([
+    return "\n".join([
         "## Columns", "",
         "- `prompt`: system + user chat turns for the student (TRL conversational format)",
         "- `problem`, `gold`: the problem and its gold answer (for the accuracy reward)",
@@ -166,13 +162,6 @@ def dataset_card(manifest: dict[str, Any], example: dict[str, Any], mean_steps: 
         "train = load_rlkd_data('<this dir or Hub id>', split='train')", "```", "",
         "## Example row (shortened)", "", "```json", json.dumps(shown, indent=2, ensure_ascii=False), "```",
     ])
-    return render_card(
-        manifest, title="RLKD training data",
-        summary=("Problems for RLKD's GRPO stage, each with a `prompt` asking for `<think>` reasoning and a "
-                 "boxed answer in `<answer>`, the gold answer, and the teacher's reasoning decomposed once "
-                 "into meta-reasoning / sub-problem / answer steps (the structure reward's reference)."),
-        extra=extra,
-    )
 
 
 def _clip(text: str, n: int) -> str:

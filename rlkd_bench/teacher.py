@@ -227,9 +227,10 @@ def build_generated_traces(
     """
     import time
 
+    from rlkd_bench.build import record_traces_input
     from rlkd_bench.llm import make_engine
-    from rlkd_bench.products import Manifest, render_card, write_jsonl, write_text
-    from rlkd_bench.sources import bundled_traces_path, load_traces
+    from rlkd_bench.products import Manifest, finish_product, write_jsonl
+    from rlkd_bench.sources import load_traces
 
     t0 = time.time()
     out = Path(out)
@@ -246,7 +247,8 @@ def build_generated_traces(
     write_jsonl(out / "rejects.jsonl", rejects)
 
     manifest = Manifest(product="traces")
-    manifest.add_input("problems", problems_source or str(bundled_traces_path()))
+    record_traces_input(manifest, problems_source, loaded, split=(load or {}).get("split", "train"),
+                        name="problems")
     manifest.params = {"teacher": teacher, "n": n, "keep": keep, "sampling": dict(params or {}),
                        "base_url": safe_url(options.base_url) if options else None,
                        "batch_api": bool(options and options.batch_api)}
@@ -258,19 +260,16 @@ def build_generated_traces(
                        "pending_budget": len(stopped), "requests": st.get("requests", 0),
                        "cached": st.get("cache_hits", 0), "retries": st.get("retries", 0)}
     manifest.usage = {k: st[k] for k in ("prompt_tokens", "completion_tokens", "cost_usd") if k in st}
-    manifest.files = ["traces.jsonl", "rejects.jsonl", "manifest.json", "README.md"]
-    manifest.wall_time_s = round(time.time() - t0, 3)
-    manifest.write(out)
     rule = "the first correct sample (the paper's rule)" if keep == "first" else "every correct sample"
-    write_text(out / "README.md", render_card(
-        manifest.to_dict(), title="Generated teacher reasoning traces",
+    result = finish_product(
+        manifest, out, t0, ["traces.jsonl", "rejects.jsonl"], title="Generated teacher reasoning traces",
         summary=(f"Teacher traces sampled from `{teacher}` ({n} samples per problem), split at `</think>` "
                  f"into reasoning and answer, checked against the gold answer with math-verify; kept: {rule}. "
                  "Rows follow the rlkd-bench traces schema (id, domain, problem, reasoning, answer, gold, "
-                 "source, verified) plus problem_id and sample.")))
+                 "source, verified) plus problem_id and sample."))
     if stopped:
         from rlkd_bench.console import console
 
         console.print(f"[yellow]stopped before passing the budget: {len(stopped)} problem(s) not finished; "
                       f"rerun with a larger --max-cost to continue (answered samples are cached)[/yellow]")
-    return manifest.to_dict()
+    return result
