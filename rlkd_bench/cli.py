@@ -110,6 +110,14 @@ def engine_options(f):
     return f
 
 
+def split_options(f):
+    """--seed and --test-size of the train/test split a product is saved with."""
+    f = click.option("--test-size", type=click.FloatRange(min=0), default=0.1, show_default=True,
+                     help="Test split: a fraction (<1) or a number of rows (>=1).")(f)
+    return click.option("--seed", type=int, default=0, show_default=True,
+                        help="Seed of the train/test split.")(f)
+
+
 def _engine_options(out, base_url, api_key_env, concurrency, timeout_s, max_retries, cache_dir,
                     no_cache, batch_api, max_cost_usd, prices, progress=True):
     from rlkd_bench.llm.base import EngineOptions
@@ -201,17 +209,14 @@ def traces_cmd(source, fmt, fields, split, config_name, on_error, limit, verify,
 @engine_options
 @click.option("--out", type=click.Path(file_okay=False), default="outputs/gsrm-data", show_default=True,
               help="Output directory (annotations, rejects, sft/, manifest, card).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")
-@click.option("--test-size", type=click.FloatRange(min=0), default=0.1, show_default=True,
-              help="Test split: a fraction (<1) or a number of rows (>=1).")
+@split_options
 @click.option("--estimate", is_flag=True, help="Print requests, tokens and cost; call nothing.")
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming what OUT holds.")
 @click.option("--retry-rejects", is_flag=True, help="Annotate again the rows rejected last time.")
 @click.option("--progress/--no-progress", "show_progress", default=True, help="Show progress bars.")
 def build_gsrm_data_cmd(source, fmt, fields, split, config_name, on_error, limit, verify, annotator,
-                        base_url, api_key_env, concurrency, timeout_s, max_retries, cache_dir, no_cache,
-                        batch_api, max_cost_usd, prices, out, seed, test_size, estimate, overwrite,
-                        retry_rejects, show_progress, annotator_max_tokens=4096, max_invalid_retries=2):
+                        annotator_max_tokens, max_invalid_retries, out, seed, test_size, estimate, overwrite,
+                        retry_rejects, show_progress, **engine):
     """Build the GSRM training set: traces -> step annotations -> SFT conversations.
 
     Each trace is decomposed into [Meta-reasoning i] / [Sub-problem i] / [Answer i] steps ending in
@@ -231,9 +236,7 @@ def build_gsrm_data_cmd(source, fmt, fields, split, config_name, on_error, limit
     spec = _trace_spec(source, fmt, fields, split, config_name, on_error, limit, verify)
     options = {}
     if annotator != "heuristic":
-        options["options"] = _engine_options(out, base_url, api_key_env, concurrency, timeout_s,
-                                             max_retries, cache_dir, no_cache, batch_api, max_cost_usd,
-                                             prices, show_progress)
+        options["options"] = _engine_options(out, **engine, progress=show_progress)
     if annotator.startswith("openai:"):
         options.update(max_tokens=annotator_max_tokens, max_invalid_retries=max_invalid_retries)
     if estimate:
@@ -268,14 +271,11 @@ def build_gsrm_data_cmd(source, fmt, fields, split, config_name, on_error, limit
 @engine_options
 @click.option("--out", type=click.Path(file_okay=False), default="outputs/rlkd-data", show_default=True,
               help="Output directory (dataset/, rejects.jsonl, manifest, card).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")
-@click.option("--test-size", type=click.FloatRange(min=0), default=0.1, show_default=True,
-              help="Test split: a fraction (<1) or a number of rows (>=1).")
+@split_options
 @click.option("--progress/--no-progress", "show_progress", default=True, help="Show progress bars.")
 def build_rlkd_data_cmd(source, fmt, fields, split, config_name, on_error, limit, verify, decomposer,
-                        gsrm_engine, gsrm_model, max_new_tokens, base_url, api_key_env, concurrency,
-                        timeout_s, max_retries, cache_dir, no_cache, batch_api, max_cost_usd, prices, out,
-                        seed, test_size, show_progress):
+                        gsrm_engine, gsrm_model, max_new_tokens, out, seed, test_size, show_progress,
+                        **engine):
     """Build the RL training set: problems, prompts, gold answers and teacher steps.
 
     Each row holds a conversational `prompt` (a system turn asking for <think> reasoning and a
@@ -299,9 +299,7 @@ def build_rlkd_data_cmd(source, fmt, fields, split, config_name, on_error, limit
     spec = _trace_spec(source, fmt, fields, split, config_name, on_error, limit, verify)
     options: dict = {}
     if decomposer != "heuristic":
-        options["options"] = _engine_options(out, base_url, api_key_env, concurrency, timeout_s,
-                                             max_retries, cache_dir, no_cache, batch_api, max_cost_usd,
-                                             prices, show_progress)
+        options["options"] = _engine_options(out, **engine, progress=show_progress)
     if decomposer.startswith("gsrm:"):
         options.update(engine=gsrm_engine, model=gsrm_model, max_new_tokens=max_new_tokens)
     manifest = build_rlkd_data(spec, out, decomposer=decomposer, decomposer_options=options,
