@@ -165,11 +165,6 @@ def _read_valid_jsonl(path: Path) -> Iterator[dict]:
                     yield obj
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a jsonl we wrote ourselves (trusted: no per-line diagnostics)."""
-    return list(_read_valid_jsonl(Path(path)))
-
-
 def sha256_of(path: str | os.PathLike) -> str:
     """Content hash of a file, or of every file under a directory (sorted by relative path)."""
     path = Path(path)
@@ -288,11 +283,6 @@ def finish_product(manifest: Manifest, out: str | os.PathLike, t0: float, files:
     manifest.write(out)
     write_text(Path(out) / CARD, render_card(manifest.to_dict(), title=title, summary=summary, extra=extra))
     return manifest.to_dict()
-
-
-def load_manifest(path: str | os.PathLike) -> dict:
-    p = Path(path)
-    return json.loads((p / MANIFEST if p.is_dir() else p).read_text(encoding="utf-8"))
 
 
 def render_card(manifest: dict, *, title: str, summary: str, kind: str = "dataset",
