@@ -1,22 +1,31 @@
 """Structure benchmark: how fast the step format parses and renders, how fast the heuristic
-decomposer runs, and how well its step boundaries agree with the synthetic generator's truth
-compared with the naive one-step-per-paragraph baseline.
+decomposer runs, and how well its step boundaries agree with a known truth, side by side with
+three baselines.
 
     .venv/bin/python bench/bench_structure.py [--n 1000] [--seed 0] [--mb 8] [--tolerance 40]
 
 Throughput is per CPU-second, the best of ``--repeat`` runs on one core (MB = 10^6 bytes of
-UTF-8 text). The
-boundary scores are means over traces of per-trace precision / recall / F1 (a predicted step start
-matches an unmatched true one within ``--tolerance`` characters; see
+UTF-8 text). The boundary scores are means over traces of per-trace precision / recall / F1 (a
+predicted step start matches an unmatched true one within ``--tolerance`` characters; see
 rlkd_bench.data.synthetic.boundary_f1). "answer agreement" is, over predicted steps that start
 at a true step, how often the step's answer ends in the true answer's number.
 
-The reference-set table scores the same way against an independent truth: the hand-written
-decompositions of 14 bundled R1-style traces in rlkd_bench/data/reference_steps.jsonl (step starts
-recovered from verbatim quotes; see tests/test_reference_steps.py for how they were annotated).
+Baselines (rlkd_bench.data.synthetic.BASELINES): one step per paragraph; the same without the
+first paragraph (the restatement of the problem); and a step at every sentence that opens with a
+common step marker ("First", "Next", "Let me", "I need to", ...).
+
+Three truths, and which of them the heuristic has seen:
+- synthetic traces in two phrase banks: "r1", whose markers the heuristic's rules were written
+  around (in-sample), and "unseen", the same problems and structure in other words, written after
+  the heuristic was frozen (out-of-sample for its wording, not for the generator's structure);
+- the reference set: hand-written decompositions of 14 bundled traces (rlkd_bench/data/
+  reference_steps.jsonl). In-sample: the heuristic's rules were reworked against them;
+- the held-out set: 18 traces written after the heuristic was frozen, with hand-written
+  decompositions (rlkd_bench/data/heldout_steps.jsonl, pinned by hash in
+  tests/test_heldout_steps.py), never used to tune anything.
 "meta states its answer" is the share of steps whose meta-reasoning gives away the step's own
 answer (rlkd_bench.decompose.heuristic.meta_states_answer), which the step format forbids; the
-paragraph baseline writes no meta-reasoning, so it has no entry there.
+baselines write no meta-reasoning, so they have no entry there.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from fractions import Fraction
 from importlib import resources
 from typing import Any
 
-from rlkd_bench.data.synthetic import boundary_f1, generate, paragraph_boundaries
+from rlkd_bench.data.synthetic import BANKS, BASELINES, boundary_f1, generate
 from rlkd_bench.decompose.heuristic import HeuristicDecomposer, decompose_trace, meta_states_answer, segment
 from rlkd_bench.structure import Decomposition, parse_steps, render_steps
 
@@ -80,38 +89,68 @@ def bundled_rows(name: str = "traces.jsonl") -> list[dict]:
 REFERENCE_BEFORE = {"precision": 0.482, "recall": 0.489, "F1": 0.459, "step_err": 1.86, "stated": 6 / 66}
 
 
-def reference_scores(tolerance: int) -> dict[str, dict[str, float]] | None:
-    """Heuristic and paragraph-baseline scores on the hand-written reference set (None if absent)."""
-    ref = bundled_rows("reference_steps.jsonl")
+def hand_truth(name: str) -> list[dict]:
+    """Rows of a hand-annotated set with the trace fields and the true step starts (``true``):
+    the reference set joins the bundled traces by id; the held-out set holds its traces itself."""
+    ref = bundled_rows(name)
     traces = {r["id"]: r for r in bundled_rows()}
-    if not ref or not traces:
-        return None
-    heur, para, h_err, p_err, stated, n_steps, repeated = [], [], 0, 0, 0, 0, 0
+    out = []
     for row in ref:
-        t = traces[row["id"]]
-        text = t["reasoning"]
-        true = [text.find(q) for q in row["boundaries"]]
-        pred = [a for a, _ in segment(text, t["problem"])]
-        pb = paragraph_boundaries(text)
-        heur.append(boundary_f1(pred, true, tolerance))
-        para.append(boundary_f1(pb, true, tolerance))
-        h_err += abs(len(pred) - len(true))
-        p_err += abs(len(pb) - len(true))
-        d = decompose_trace(t["problem"], text, t["answer"])
+        t = {**traces.get(row["id"], {}), **row}
+        t["true"] = [t["reasoning"].find(q) for q in row["boundaries"]]
+        out.append(t)
+    return out
+
+
+def boundary_scores(items: list[dict], tolerance: int) -> dict[str, dict[str, float]]:
+    """Mean P / R / F1 and |steps - true| per method (the heuristic and every baseline) over
+    ``items`` (dicts with reasoning, problem and the true starts ``true``)."""
+    methods: dict[str, Callable[[dict], list[int]]] = {
+        "heuristic": lambda t: [a for a, _ in segment(t["reasoning"], t["problem"])],
+        **{name: (lambda t, f=f: f(t["reasoning"])) for name, f in BASELINES.items()},
+    }
+    out = {}
+    for name, predict in methods.items():
+        scores, err = [], 0
+        for t in items:
+            pred = predict(t)
+            scores.append(boundary_f1(pred, t["true"], tolerance))
+            err += abs(len(pred) - len(t["true"]))
+        p, r, f1 = (sum(x) / len(x) for x in zip(*scores, strict=True))
+        out[name] = {"precision": p, "recall": r, "F1": f1, "step_err": err / len(items)}
+    return out
+
+
+def meta_quality(items: list[dict]) -> dict[str, float]:
+    """The heuristic's steps: how often a meta gives its answer away, how often an answer repeats."""
+    stated = repeated = n_steps = 0
+    for t in items:
+        d = decompose_trace(t["problem"], t["reasoning"], t["answer"])
         n_steps += len(d.steps)
         stated += sum(meta_states_answer(s.meta, s.answer) for s in d.steps)
         answers = [s.answer for s in d.steps]
         repeated += len(answers) - len(set(answers))
-    names = ["precision", "recall", "F1"]
-    out = {
-        "heuristic": dict(zip(names, [sum(x) / len(x) for x in zip(*heur, strict=True)], strict=True)),
-        "paragraphs": dict(zip(names, [sum(x) / len(x) for x in zip(*para, strict=True)], strict=True)),
-    }
-    out["heuristic"].update(step_err=h_err / len(ref), stated=stated / n_steps, repeated=repeated / n_steps,
-                            steps=n_steps / len(ref))
-    out["paragraphs"].update(step_err=p_err / len(ref))
-    out["truth"] = {"traces": len(ref), "steps": sum(len(r["steps"]) for r in ref) / len(ref)}
-    return out
+    return {"stated": stated / max(1, n_steps), "repeated": repeated / max(1, n_steps),
+            "steps": n_steps / max(1, len(items))}
+
+
+def print_side_by_side(title: str, columns: dict[str, dict[str, dict[str, float]]]) -> None:
+    """One row per method, P / R / F1 / |steps - true| for each column (a truth)."""
+    print(title)
+    head = "".join(f"{name:^34}" for name in columns)
+    print(f"  {'':<26}{head}")
+    sub = "".join(f"{'P':>8}{'R':>8}{'F1':>8}{'|d|':>8}  " for _ in columns)
+    print(f"  {'':<26}{sub}")
+    methods = next(iter(columns.values())).keys()
+    for m in methods:
+        cells = "".join(
+            f"{c[m]['precision']:>8.3f}{c[m]['recall']:>8.3f}{c[m]['F1']:>8.3f}{c[m]['step_err']:>8.2f}  "
+            for c in columns.values())
+        print(f"  {m:<26}{cells}")
+    ratios = "".join(
+        f"{c['heuristic']['F1'] / max(v['F1'] for k, v in c.items() if k != 'heuristic'):>24.2f}{'':>10}"
+        for c in columns.values())
+    print(f"  {'F1 heuristic / best base':<26}{ratios}")
 
 
 def _last_number(text: str) -> Fraction | None:
@@ -163,25 +202,25 @@ def main(argv: list[str] | None = None) -> int:
     real = (bundled * max(1, 500 // max(1, len(bundled)))) if bundled else []
     t_real = best_of(args.repeat, lambda: dec.decompose(real)) if real else float("nan")
 
-    # ---- boundaries against the truth
+    # ---- boundaries against the truth: synthetic traces in both phrase banks
     log("scoring boundaries ...")
-    heur, para, hits, total, step_err, para_err = [], [], 0, 0, 0, 0
-    for t in synth:
-        spans = segment(t.reasoning, t.problem)
-        pred = [a for a, _ in spans]
-        pb = paragraph_boundaries(t.reasoning)
-        heur.append(boundary_f1(pred, t.boundaries, args.tolerance))
-        para.append(boundary_f1(pb, t.boundaries, args.tolerance))
-        step_err += abs(len(pred) - len(t.boundaries))
-        para_err += abs(len(pb) - len(t.boundaries))
-        d = decompose_trace(t.problem, t.reasoning, t.answer)
-        for start, step in zip(pred, d.steps, strict=True):
-            dist, truth = min((abs(b - start), s) for b, s in zip(t.boundaries, t.truth.steps, strict=True))
-            if dist <= args.tolerance:
-                total += 1
-                hits += _last_number(step.answer) == _last_number(truth.answer)
-    hm = [sum(x) / len(x) for x in zip(*heur, strict=True)]
-    pm = [sum(x) / len(x) for x in zip(*para, strict=True)]
+    synth_cols, agreement, true_steps = {}, {}, {}
+    for bank in BANKS:
+        traces = synth if bank == "r1" else generate(args.n, seed=args.seed, bank=bank)
+        items = [{"reasoning": t.reasoning, "problem": t.problem, "true": t.boundaries} for t in traces]
+        synth_cols[f"{bank} bank"] = boundary_scores(items, args.tolerance)
+        true_steps[bank] = sum(len(t.boundaries) for t in traces) / len(traces)
+        hits = total = 0
+        for t in traces:
+            pred = [a for a, _ in segment(t.reasoning, t.problem)]
+            d = decompose_trace(t.problem, t.reasoning, t.answer)
+            for start, step in zip(pred, d.steps, strict=True):
+                dist, truth = min(((abs(b - start), s) for b, s in zip(t.boundaries, t.truth.steps, strict=True)),
+                                  key=lambda x: x[0])
+                if dist <= args.tolerance:
+                    total += 1
+                    hits += _last_number(step.answer) == _last_number(truth.answer)
+        agreement[bank] = (hits, total)
 
     def row(name: str, value: str, note: str = "") -> str:
         return f"  {name:<44}{value:>14}  {note}"
@@ -199,33 +238,32 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(bundled)} traces x {len(real) // len(bundled)}"))
     print(row("synthetic generator", f"{len(synth) / gen_s:,.0f} tr/s"))
     print()
-    print(f"step boundaries vs the generator's truth: {args.n} synthetic traces (seed {args.seed}), "
-          f"tolerance {args.tolerance} chars")
-    print(f"  {'':<22}{'heuristic':>10}{'paragraphs':>12}{'ratio':>8}")
-    for i, name in enumerate(["precision", "recall", "F1"]):
-        print(f"  {name:<22}{hm[i]:>10.3f}{pm[i]:>12.3f}{hm[i] / pm[i]:>8.2f}")
-    n_true = sum(len(t.boundaries) for t in synth)
-    print(f"  {'|steps - true| / trace':<22}{step_err / len(synth):>10.2f}{para_err / len(synth):>12.2f}"
-          f"{'':>8}  (true steps: {n_true / len(synth):.2f} / trace)")
-    print(f"  {'answer agreement':<22}{hits / max(1, total):>10.3f}{'':>12}{'':>8}  "
-          f"({hits} of {total} matched steps)")
+    print_side_by_side(
+        f"step boundaries vs the generator's truth: {args.n} synthetic traces per bank (seed {args.seed}), "
+        f"tolerance {args.tolerance} chars; |d| = |steps - true| per trace", synth_cols)
+    for bank, (hits, total) in agreement.items():
+        print(f"  {bank} bank: {true_steps[bank]:.2f} true steps / trace; heuristic answer agreement "
+              f"{hits / max(1, total):.3f} ({hits} of {total} matched steps)")
 
-    ref = reference_scores(args.tolerance)
-    if ref is not None:
-        h, p, b = ref["heuristic"], ref["paragraphs"], REFERENCE_BEFORE
+    hand = {"in-sample reference": hand_truth("reference_steps.jsonl"),
+            "held-out": hand_truth("heldout_steps.jsonl")}
+    hand = {k: v for k, v in hand.items() if v}
+    if hand:
         print()
-        print(f"step boundaries vs the hand-written reference: {ref['truth']['traces']} bundled traces "
-              f"({ref['truth']['steps']:.2f} true steps / trace), tolerance {args.tolerance} chars")
-        print(f"  {'':<26}{'heuristic':>10}{'paragraphs':>12}{'ratio':>8}{'before*':>10}")
-        for name in ["precision", "recall", "F1"]:
-            print(f"  {name:<26}{h[name]:>10.3f}{p[name]:>12.3f}{h[name] / p[name]:>8.2f}{b[name]:>10.3f}")
-        print(f"  {'|steps - true| / trace':<26}{h['step_err']:>10.2f}{p['step_err']:>12.2f}"
-              f"{h['step_err'] / p['step_err']:>8.2f}{b['step_err']:>10.2f}")
-        print(f"  {'meta states its answer':<26}{h['stated']:>10.3f}{'-':>12}{'':>8}{b['stated']:>10.3f}"
-              f"  (share of {h['steps']:.2f} steps / trace)")
-        print(f"  {'answer repeats an earlier':<26}{h['repeated']:>10.3f}{'-':>12}")
-        print("  * before: the heuristic's scores measured when the reference set was frozen, before its")
-        print("    rules were reworked against it (recorded, not recomputed)")
+        print_side_by_side(
+            "step boundaries vs hand-written decompositions of R1-style traces, tolerance "
+            f"{args.tolerance} chars: " + "; ".join(
+                f"{k} {len(v)} traces, {sum(len(t['true']) for t in v) / len(v):.2f} true steps / trace"
+                for k, v in hand.items()),
+            {k: boundary_scores(v, args.tolerance) for k, v in hand.items()})
+        for k, v in hand.items():
+            q = meta_quality(v)
+            print(f"  heuristic on {k}: {q['steps']:.2f} steps / trace, meta states its answer "
+                  f"{q['stated']:.3f}, answer repeats an earlier {q['repeated']:.3f} (shares of steps)")
+        b = REFERENCE_BEFORE
+        print(f"  in-sample reference before the heuristic's rules were reworked against it (recorded, "
+              f"not recomputed): P {b['precision']:.3f} R {b['recall']:.3f} F1 {b['F1']:.3f} "
+              f"|d| {b['step_err']:.2f}, meta states its answer {b['stated']:.3f}")
     return 0
 
 

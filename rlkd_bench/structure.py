@@ -86,6 +86,13 @@ class ThinkSplit:
     closed: bool
 
 
+# The paper's annotations end a meta-reasoning with a '-', either after a space ("... lookup -") or
+# glued to the sentence's last mark ("... probability lookup.-"). Only those two forms, and a
+# field that is nothing but dashes, are stripped: a dash glued to a word or number ("x-", "i--",
+# "3-") is content, and so is any dash that does not end the field ("-3", "x - y").
+_TRAILING_DASH_RE = re.compile(r"(?:(?<=\s)|(?<=[.!?:;,]))-+$|^-+$")
+
+
 def _clean(text: str) -> str:
     """Strip whitespace, stray markdown bold and the trailing '-' some annotations leave."""
     text = text.strip()
@@ -97,7 +104,7 @@ def _clean(text: str) -> str:
             text = m.group(1).strip()
         if text.count("**") % 2:  # an unpaired bold marker left at either end by a tag
             text = re.sub(r"^\*\*|\*\*$", "", text, count=1).strip()
-        text = re.sub(r"\s+-+$|^-+$", "", text).strip()
+        text = _TRAILING_DASH_RE.sub("", text).strip()
     return text
 
 

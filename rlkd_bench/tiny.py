@@ -1,8 +1,10 @@
 """Tiny offline models: a random-weight Qwen2-style model and a BPE tokenizer trained on bundled text.
 
 They stand in for the paper's 7B models wherever nothing may be downloaded (tests, ``make demo``,
-the CPU recipes): the whole pipeline (SFT, GRPO, serving, lm-eval) runs on them for real, in
-seconds. Their outputs are noise; what they prove is that the plumbing works.
+the CPU recipes). The tests run them for real through each stage that has one: SFT of the GSRM
+(tests/test_gsrm_train.py), GRPO with the RLKD rewards (tests/test_train_rlkd.py), ``transformers
+serve`` (tests/servers.py) and the lm-eval tasks through the real ``lm_eval`` CLI
+(tests/test_eval_cli.py). Their outputs are noise; what they prove is that the plumbing works.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ CHAT_TEMPLATE = (
 
 def bundled_text() -> list[str]:
     """The text the tiny tokenizer is trained on: bundled traces and prompt files."""
+    from rlkd_bench.prompting import prompts_dir
+
     texts: list[str] = []
-    pkg = resources.files("rlkd_bench")
-    for sub in ("data", "prompts"):
-        folder = pkg / sub
+    for folder in (resources.files("rlkd_bench") / "data", prompts_dir()):
         if not folder.is_dir():
             continue
         for entry in sorted(folder.iterdir(), key=lambda p: p.name):

@@ -346,30 +346,56 @@ def test_build_gsrm_data_survives_faults_and_counts_retries(tiny_server, tmp_pat
     assert "engine_retries" in result.stderr and "engine_retries: 3" in (out / "README.md").read_text()
 
 
+# The CLI as a user starts it, except that SIGINT is set back to Python's KeyboardInterrupt. A
+# process started with SIGINT ignored (a test run launched in the background of a non-interactive
+# shell: `make test &`, some CI runners) passes SIG_IGN on to its children, and Python keeps it
+# ignored: the Ctrl-C below would then be lost and the run would finish with 65.
+_CLI_WITH_SIGINT = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "runpy.run_module('rlkd_bench.cli', run_name='__main__', alter_sys=True)")
+
+
 def test_ctrl_c_exits_130_keeps_finished_rows_and_the_rerun_completes(tiny_server, tmp_path):
     """SIGINT mid-run: a prompt exit with code 130, every written line whole, nothing lost after
-    the rerun, nothing twice."""
+    the rerun, nothing twice.
+
+    Interrupted mid-run by construction, never by timing: 3 traces are answered from the cache
+    (a first run on them alone fills it) and every request that reaches the server is held, so
+    the run cannot finish before the signal; the signal goes once the 3 rows are on disk and a
+    request is held (the process is inside its event loop)."""
+    from faultproxy import Fault
+
     base_url, model_id, counter = tiny_server
-    traces = tmp_path / "traces.jsonl"
-    traces.write_text("".join(json.dumps(r) + "\n" for r in _items(30)), encoding="utf-8")
+    items = _items(30)
+    traces, first3 = tmp_path / "traces.jsonl", tmp_path / "first3.jsonl"
+    traces.write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
+    first3.write_text("".join(json.dumps(r) + "\n" for r in items[:3]), encoding="utf-8")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "rlkd_bench.cli", "build-gsrm-data", "--traces", str(traces),
-           "--annotator", f"openai:{model_id}", "--base-url", base_url, "--out", str(out),
-           "--cache-dir", str(tmp_path / "cache"), "--concurrency", "2", "--max-tokens", "8",
-           "--max-invalid-retries", "0", "--no-progress"]
+
+    def cmd(src: Path, dest: Path) -> list[str]:
+        return [sys.executable, "-c", _CLI_WITH_SIGINT, "build-gsrm-data", "--traces", str(src),
+                "--annotator", f"openai:{model_id}", "--base-url", base_url, "--out", str(dest),
+                "--cache-dir", str(tmp_path / "cache"), "--concurrency", "2", "--max-tokens", "8",
+                "--max-invalid-retries", "0", "--no-progress"]
+
     counter.reset()
-    counter.delay_s = 0.2  # slow enough to interrupt half way
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(_ids(out / "rejects.jsonl")) < 3:
+    warm = subprocess.run(cmd(first3, tmp_path / "warm"), capture_output=True, text=True, timeout=120)
+    assert warm.returncode == 65, warm.stderr  # fills the cache for t0..t2 (replies never validate)
+    counter.reset()
+    counter.inject(*[Fault("stall", seconds=300)] * 27)  # held until the client lets go
+    proc = subprocess.Popen(cmd(traces, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while (len(_ids(out / "rejects.jsonl")) < 3 or counter.count < 1) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run never reached the server"
         time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read()  # still running: every uncached request is held
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 130
+    assert proc.wait(timeout=60) == 130
     assert "finished rows are kept" in proc.stderr.read()
     lines = (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()
-    assert 3 <= len(lines) < 30 and all(json.loads(x)["id"] for x in lines)  # every line whole
-    counter.delay_s = 0.0
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert rerun.returncode == 65  # the random model's replies never validate: all rejected
+    assert sorted(json.loads(x)["id"] for x in lines) == ["t0", "t1", "t2"]  # every line whole
+    assert not (out / "annotations.jsonl").exists() or not _ids(out / "annotations.jsonl")
+    counter.reset()  # drops the stalls left in the schedule
+    rerun = subprocess.run(cmd(traces, out), capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 65, rerun.stderr  # the random model's replies never validate: all rejected
     ids = _ids(out / "annotations.jsonl") + _ids(out / "rejects.jsonl")
     assert sorted(ids) == sorted(f"t{i}" for i in range(30))

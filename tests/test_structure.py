@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rlkd_bench.structure import (
@@ -60,6 +62,39 @@ def test_parse_variants(text: str) -> None:
     assert validate(d) == []
 
 
+def test_trailing_dash_glued_to_the_meta_is_stripped() -> None:
+    """The paper's annotations glue the closing '-' to the meta-reasoning's last mark."""
+    text = ("[Meat-reasoning 1] The chance of rain comes from a probability lookup.-\n"
+            "[Sub-problem 1] What is P(rain)?\n[Answer 1] 0.3\n"
+            "[Meat-reasoning 2] Then the complement is needed?-\n[Sub-problem 2] What is P(no rain)?\n"
+            "[Answer 2] 0.7\nSo the final answer is: 0.7")
+    d = parse_steps(text)
+    assert [s.meta for s in d.steps] == ["The chance of rain comes from a probability lookup.",
+                                         "Then the complement is needed?"]
+    assert validate(d) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "kept"),
+    [
+        ("-3", "-3"),  # a negative number
+        ("x-", "x-"),  # a dash glued to a word
+        ("i--", "i--"),  # C's decrement
+        ("3-", "3-"),
+        ("x - y", "x - y"),  # a dash inside the field
+        ("lookup.-", "lookup."),  # the paper's glued form
+        ("lookup. -", "lookup."),
+        ("lookup -", "lookup"),
+        ("done;--", "done;"),
+        ("-", ""),
+    ],
+)
+def test_trailing_dash_rule(field: str, kept: str) -> None:
+    d = parse_steps(f"[Meta-reasoning 1]: m\n[Sub-problem 1]: q?\n[Answer 1]: {field}\n"
+                    "So the final answer is: 1")
+    assert d.steps[0].answer == kept
+
+
 def test_render_is_canonical() -> None:
     text = render_steps(EXPECTED)
     assert text.splitlines()[0] == "[Meta-reasoning 1]: Need the rate first"
@@ -80,11 +115,14 @@ _field = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="[]*\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),
     min_size=1, max_size=40,
 ).map(lambda s: " ".join(s.split())).filter(
-    lambda s: s and not contains_tag(s) and not s.endswith("-") and not s.startswith("-") and s == s.strip()
+    # only what the parser strips is left out: a field ending in a '-' after a space or a sentence
+    # mark, or all dashes; "x-", "3-", "-3" must survive the round trip
+    lambda s: s and not contains_tag(s) and not re.search(r"(?:^|[\s.!?:;,])-+$", s) and s == s.strip()
 )
 
 
 @settings(max_examples=200, deadline=None)
+@example(steps=[("x-", "-3", "i--")], final="3-")  # dashes that are content survive
 @given(
     steps=st.lists(st.tuples(_field, _field, _field), min_size=1, max_size=6),
     final=st.one_of(st.none(), _field),

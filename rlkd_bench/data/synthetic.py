@@ -10,16 +10,26 @@ character offset where the step starts in the reasoning text. The text imitates 
 the steps open with no discourse marker at all, often mid-paragraph, so neither a segmenter that
 only reads markers nor one that cuts at paragraphs can score perfectly.
 
+That wording is the "r1" phrase bank, and the heuristic decomposer's rules were written around
+its markers: scores on it are in-sample. The "unseen" bank (``generate(..., bank="unseen")``)
+writes the same problems and the same step structure with other connectives and discourse
+markers, none of which the heuristic reads as a step opener; it was written after the heuristic
+was frozen and is never to be used to tune it. It is out-of-sample for the wording only: the
+structure (one computation per step, the same asides and detours) is still this generator's.
+
 Everything is drawn from ``random.Random`` instances seeded per trace (no global state): trace
 ``i`` of ``generate(n, seed)`` depends only on ``(seed, i)``, so ``generate(10, s)[:5] ==
 generate(5, s)``.
 
-``boundary_f1`` scores predicted step starts against the true ones (see ``DEFAULT_TOLERANCE``).
+``boundary_f1`` scores predicted step starts against the true ones (see ``DEFAULT_TOLERANCE``);
+``BASELINES`` are the segmenters the heuristic is compared with (one step per paragraph, the same
+without the restating first paragraph, and a step at every common step marker).
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -577,15 +587,160 @@ def _detour(rng: random.Random, p: _Plan) -> str:
     ])
 
 
-def _write(rng: random.Random, prob: _Problem, gold_text: str) -> tuple[str, list[int]]:
-    w = _Writer()
-    w.add(rng.choice([
+def _intro(rng: random.Random, prob: _Problem) -> str:
+    return rng.choice([
         f"Okay, so I need to {prob.goal}. Let me read the problem again. {prob.restate} "
         "Hmm, let me break this down step by step.",
         f"Alright, let's see. The problem says: {prob.restate} I need to {prob.goal}.",
         f"Okay, let me try to solve this. {prob.restate} So the question is asking me to {prob.goal}. "
         "Let me think.",
-    ]))
+    ])
+
+
+def _recap(rng: random.Random, prob: _Problem) -> str:
+    recap = [pl.calc.equation() for pl in prob.plans]
+    if rng.random() < 0.5:
+        walk = f"First, {recap[0]}. " + " ".join(f"Then {e}." for e in recap[1:])
+    else:
+        walk = ", ".join(recap) + "."
+    return rng.choice([
+        "Let me verify the whole thing once more.",
+        "Wait, let me double-check everything from the start.",
+        "Let me recap to make sure I didn't make a mistake.",
+    ]) + f" {walk} " + rng.choice(["Everything checks out.", "Yep, that all adds up.", "Looks right."])
+
+
+def _closing(rng: random.Random, gold_text: str) -> str:
+    return rng.choice([f"So the answer is {gold_text}.", f"Therefore, the answer should be {gold_text}.",
+                       f"So, the final answer is {gold_text}."])
+
+
+@dataclass(frozen=True)
+class PhraseBank:
+    """The wording of a trace: how it opens, how each step opens, computes, states its result,
+    checks itself, wanders off, re-checks everything and closes. The structure (which step
+    starts where) does not depend on the bank, only the words do."""
+
+    name: str
+    intro: Callable[[random.Random, _Problem], str]
+    opening: Callable[[random.Random, _Plan, int, int], tuple[str, bool]]
+    compute: Callable[[random.Random, _Plan], list[tuple[str, str]]]
+    result: Callable[[random.Random, _Plan], str]
+    aside: Callable[[random.Random, _Plan], str]
+    detour: Callable[[random.Random, _Plan], str]
+    recap: Callable[[random.Random, _Problem], str]
+    closing: Callable[[random.Random, str], str]
+
+
+# The bank the heuristic decomposer was developed with: its discourse markers ("First", "Next",
+# "Wait, let me double-check", "Alternatively", "Let me verify the whole thing") are the ones the
+# heuristic's rules look for, so scores on it are in-sample.
+R1_BANK = PhraseBank("r1", _intro, _opening, _compute, _result, _aside, _detour, _recap, _closing)
+
+
+# ---- a second bank, written after the heuristic was frozen and never used to tune it: other
+# connectives and discourse markers for the same moves (none of the heuristic's step, check or
+# detour openers), so a segmenter that has learned the first bank's words gets no help from them.
+
+_U_FIRST = ["To kick things off, {t} is what I'm after.", "Piece one is {t}.",
+            "Before anything else I want {t}.", "The natural place to begin is {t}."]
+_U_MIDDLE = ["Onward to {t}.", "The following piece is {t}.", "With that settled, {t} comes up.",
+             "Once that's done, {t} is what matters.", "Turning to {t}.", "My attention goes to {t}."]
+_U_LAST = ["The closing piece is {t}.", "All that remains is {t}.", "Wrapping up with {t}.",
+           "The last thing to pin down is {t}."]
+
+
+def _u_opening(rng: random.Random, p: _Plan, j: int, n: int) -> tuple[str, bool]:
+    pool = _U_FIRST if j == 0 else _U_LAST if j == n - 1 else _U_MIDDLE
+    if j and rng.random() < 0.3:  # no opener at all
+        eq, target = p.calc.equation(), p.target
+        return rng.choice([
+            (f"{_cap(target)} works out as {eq}.", True),
+            (f"{eq} gives {target}.", True),
+            (f"For {target}, I get {eq}.", True),
+            (f"{_cap(p.calc.words())} makes {fmt(p.calc.value)}, which is {target}.", True),
+        ])
+    if rng.random() < 0.25:
+        return _cap(f"for {p.target}, I get {p.calc.equation()}."), True
+    return _cap(rng.choice(pool).format(t=p.target)), False
+
+
+def _u_compute(rng: random.Random, p: _Plan) -> list[tuple[str, str]]:
+    eq = p.calc.equation()
+    out: list[tuple[str, str]] = []
+    if p.calc.value.denominator == 1 and rng.random() < 0.08:
+        slip = fmt(p.calc.value + rng.choice([-10, -2, -1, 1, 2, 10]))
+        out.append((f"{_cap(p.calc.words())} makes {slip}.", " "))
+        out.append(("Scratch that, I slipped.", " "))
+    form = rng.choice(["inline", "inline", "line", "display", "words"])
+    if form == "inline":
+        out.append((rng.choice([f"Computing: {eq}.", f"Arithmetic: {eq}.", f"This comes to {eq}.",
+                                f"Numerically, {eq}."]), " "))
+    elif form == "line":
+        out.append((eq, "\n"))
+    elif form == "display":
+        out.append((f"\\[\n{eq}\n\\]", "\n\n"))
+    else:
+        out.append((f"{_cap(p.calc.words())} makes {fmt(p.calc.value)}.", " "))
+    return out
+
+
+def _u_result(rng: random.Random, p: _Plan) -> str:
+    r = p.result_text()
+    return rng.choice([f"{_cap(p.target)} therefore equals {r}.", f"Result: {r}.",
+                       f"That leaves {r} for {p.target}.", f"Call it {r}."])
+
+
+def _u_aside(rng: random.Random, p: _Plan) -> str:
+    r = p.result_text()
+    return rng.choice([
+        f"Reversing it: {p.calc.check()}, consistent with {r}.",
+        f"Sanity pass: {p.calc.check()}. Fine.",
+        f"Running it backwards, {p.calc.check()}. Consistent.",
+        f"Redoing that a different way, {p.calc.check()}. Matches.",
+    ])
+
+
+def _u_detour(rng: random.Random, p: _Plan) -> str:
+    alt = p.calc.alternative()
+    return rng.choice([
+        f"Another route would be to {alt}, though it ends in the same place; {p.result_text()} stands.",
+        f"One could also {alt}. It changes nothing here.",
+        f"There's a second path, namely to {alt}, but it isn't any shorter. Staying with the plan.",
+    ])
+
+
+def _u_intro(rng: random.Random, prob: _Problem) -> str:
+    return rng.choice([
+        f"The task: {prob.goal}. Restating the data: {prob.restate} Time to work through it.",
+        f"Reading carefully. {prob.restate} The goal is to {prob.goal}.",
+        f"Here is what's given. {prob.restate} The target: to {prob.goal}.",
+    ])
+
+
+def _u_recap(rng: random.Random, prob: _Problem) -> str:
+    recap = [pl.calc.equation() for pl in prob.plans]
+    walk = "In order: " + "; ".join(recap) + "."
+    return rng.choice([
+        "Running through the whole chain again from the top.",
+        "Retracing every step for safety.",
+        "One final pass over the entire calculation.",
+    ]) + f" {walk} " + rng.choice(["All consistent.", "Nothing is off.", "The numbers hold together."])
+
+
+def _u_closing(rng: random.Random, gold_text: str) -> str:
+    return rng.choice([f"Final result: {gold_text}.", f"The result to report is {gold_text}."])
+
+
+UNSEEN_BANK = PhraseBank("unseen", _u_intro, _u_opening, _u_compute, _u_result, _u_aside, _u_detour,
+                         _u_recap, _u_closing)
+BANKS = {b.name: b for b in (R1_BANK, UNSEEN_BANK)}
+
+
+def _write(rng: random.Random, prob: _Problem, gold_text: str, bank: PhraseBank = R1_BANK
+           ) -> tuple[str, list[int]]:
+    w = _Writer()
+    w.add(bank.intro(rng, prob))
     n = len(prob.plans)
     after = " "  # the separator the previous sentence asks for (a line equation ends its line)
 
@@ -603,31 +758,20 @@ def _write(rng: random.Random, prob: _Problem, gold_text: str) -> tuple[str, lis
 
     for j, p in enumerate(prob.plans):
         sep = "\n\n" if j == 0 or rng.random() < 0.7 else " "
-        opening, computed = _opening(rng, p, j, n)
+        opening, computed = bank.opening(rng, p, j, n)
         add(opening, sep, step_start=True)
         if not computed:
-            for sentence, csep in _compute(rng, p):
+            for sentence, csep in bank.compute(rng, p):
                 add(sentence, csep)
         if p.shown or rng.random() < 0.6:  # an equation step always says the equation it reached
-            add(_result(rng, p), " ")
+            add(bank.result(rng, p), " ")
         if rng.random() < 0.3:
-            add(_aside(rng, p), rng.choice(["\n\n", " "]))
+            add(bank.aside(rng, p), rng.choice(["\n\n", " "]))
         if j and rng.random() < 0.15:
-            add(_detour(rng, p), rng.choice(["\n\n", " "]))
+            add(bank.detour(rng, p), rng.choice(["\n\n", " "]))
     if rng.random() < 0.6:  # a closing re-check that walks through the steps again (part of the last step)
-        recap = [pl.calc.equation() for pl in prob.plans]
-        if rng.random() < 0.5:
-            walk = f"First, {recap[0]}. " + " ".join(f"Then {e}." for e in recap[1:])
-        else:
-            walk = ", ".join(recap) + "."
-        add(rng.choice([
-            "Let me verify the whole thing once more.",
-            "Wait, let me double-check everything from the start.",
-            "Let me recap to make sure I didn't make a mistake.",
-        ]) + f" {walk} " + rng.choice(["Everything checks out.", "Yep, that all adds up.", "Looks right."]),
-            "\n\n")
-    add(rng.choice([f"So the answer is {gold_text}.", f"Therefore, the answer should be {gold_text}.",
-                    f"So, the final answer is {gold_text}."]), rng.choice(["\n\n", " "]))
+        add(bank.recap(rng, prob), "\n\n")
+    add(bank.closing(rng, gold_text), rng.choice(["\n\n", " "]))
     return w.text(), w.boundaries
 
 
@@ -658,14 +802,17 @@ class SyntheticTrace:
         }
 
 
-def make_trace(seed: int, index: int, template: str | None = None) -> SyntheticTrace:
-    """Trace ``index`` of seed ``seed``; depends on nothing else (no global random state)."""
+def make_trace(seed: int, index: int, template: str | None = None, bank: str = "r1") -> SyntheticTrace:
+    """Trace ``index`` of seed ``seed``; depends on nothing else (no global random state). The same
+    ``(seed, index)`` gives the same problem in every phrase ``bank``, worded differently."""
+    if bank not in BANKS:
+        raise ValueError(f"unknown phrase bank {bank!r}; known: {sorted(BANKS)}")
     rng = random.Random(f"rlkd-bench/synthetic:{seed}:{index}")
     name = template or rng.choice(sorted(TEMPLATES))
     prob = TEMPLATES[name](rng)
     gold = fmt(prob.gold)
     gold_text = _money(prob.gold) if prob.unit == "$" else f"{gold} {prob.unit}".strip()
-    reasoning, boundaries = _write(rng, prob, gold_text)
+    reasoning, boundaries = _write(rng, prob, gold_text, BANKS[bank])
     steps = tuple(
         Step(
             meta=f"To {prob.goal}, I need {p.target}, so I {p.how}.",
@@ -676,18 +823,18 @@ def make_trace(seed: int, index: int, template: str | None = None) -> SyntheticT
     )
     solution = "\n".join(f"{_cap(p.target)}: {p.calc.equation()}." for p in prob.plans)
     return SyntheticTrace(
-        id=f"synth-{seed}-{index}", template=name, problem=prob.problem, reasoning=reasoning,
+        id=f"synth-{seed}-{index}" if bank == "r1" else f"synth-{bank}-{seed}-{index}", template=name, problem=prob.problem, reasoning=reasoning,
         answer=f"{solution}\n\nThe answer is $\\boxed{{{gold}}}$.", gold=gold,
         truth=Decomposition(steps=steps, final_answer=gold), boundaries=boundaries,
         params=prob.params, equations=tuple(p.calc.equation() for p in prob.plans),
     )
 
 
-def generate(n: int, seed: int = 0) -> list[SyntheticTrace]:
-    """``n`` synthetic traces; the same ``(n, seed)`` always gives the same traces."""
+def generate(n: int, seed: int = 0, bank: str = "r1") -> list[SyntheticTrace]:
+    """``n`` synthetic traces; the same ``(n, seed, bank)`` always gives the same traces."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    return [make_trace(seed, i) for i in range(n)]
+    return [make_trace(seed, i, bank=bank) for i in range(n)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -717,11 +864,45 @@ def boundary_f1(pred: Sequence[int], true: Sequence[int], tolerance: int = DEFAU
     return precision, recall, f1
 
 
-def paragraph_boundaries(text: str) -> list[int]:
-    """The naive baseline: every paragraph (text after a blank line, and the first) starts a step."""
+def paragraph_boundaries(text: str, *, skip_first: bool = False) -> list[int]:
+    """The naive baseline: every paragraph (text after a blank line, and the first) starts a step.
+    ``skip_first`` leaves out the first paragraph, which in R1 traces restates the problem."""
     out, pos = [], 0
     for chunk in text.split("\n\n"):
         if chunk.strip():
             out.append(pos + len(chunk) - len(chunk.lstrip()))
         pos += len(chunk) + 2
+    return out[1:] if skip_first else out
+
+
+# The markers-only baseline: a step starts at every sentence that opens with a common step marker
+# (after an optional "Okay," / "Alright," / "So,"). A generic list, not the heuristic's rules: no
+# checks, results, detours or restatements are recognised.
+STEP_MARKERS = (
+    "first", "firstly", "second", "secondly", "third", "next", "then", "now", "finally", "lastly",
+    "after that", "afterwards", "moving on", "to start", "to begin", "let me", "let's", "let us",
+    "i need to", "we need to", "i have to", "to find", "to get", "step",
+)
+_MARKER_RE = re.compile(
+    r"(?:^|(?<=[.?!:])[ \t]+|\n\s*)(?:(?:okay|ok|alright|so),?\s+)?(?:"
+    + "|".join(re.escape(m) for m in STEP_MARKERS) + r")\b",
+    re.IGNORECASE,
+)
+
+
+def marker_boundaries(text: str) -> list[int]:
+    """The markers-only baseline: the start of every sentence that opens with a ``STEP_MARKERS``
+    phrase."""
+    out = []
+    for m in _MARKER_RE.finditer(text):
+        start = m.start() + len(m.group(0)) - len(m.group(0).lstrip())
+        if not out or out[-1] != start:
+            out.append(start)
     return out
+
+
+BASELINES: dict[str, Callable[[str], list[int]]] = {
+    "paragraphs": paragraph_boundaries,
+    "paragraphs - restatement": lambda text: paragraph_boundaries(text, skip_first=True),
+    "markers only": marker_boundaries,
+}
