@@ -24,8 +24,9 @@ detours (one an earlier step already gave yields to another of its own results).
 answer comes from the trace's ``\\boxed{}`` (answer field first, then the reasoning), else from
 an "the answer is ..." sentence; a trace with none gets an error, never a made-up answer.
 
-It is the offline default annotator and the baseline the LLM annotators are measured against;
-``bench/bench_structure.py`` scores its step boundaries against the synthetic generator's truth.
+It is the offline default annotator. ``bench/bench_structure.py`` scores its step boundaries
+against the synthetic generator's truth and hand-written references (in-sample and held-out);
+nothing yet scores the LLM annotators against it.
 """
 
 from __future__ import annotations
