@@ -27,11 +27,14 @@ CHAT_PATH = "/v1/chat/completions"
 class Fault:
     """One injected fault. ``kind``: "429" (with ``retry_after`` seconds), "500", "stall" (hold the
     request ``seconds`` without answering, then close), "drop" (reset the connection),
-    "401echo" (a hostile 401 that echoes the Authorization header back in its body)."""
+    "401echo" (a hostile 401 that echoes the Authorization header back in its body), "echo" (an error
+    with status ``status`` whose message echoes the request line, query string included, and the
+    Authorization header, as careless servers and proxies do)."""
 
     kind: str
     retry_after: float | None = None
     seconds: float = 30.0
+    status: int = 400
 
 
 @dataclass
@@ -146,6 +149,7 @@ class FaultProxy:
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
                 if fault is not None:
+                    headers = {**headers, ":request-line": f"{method} {path}"}
                     await self._fault(fault, headers, reader, writer)
                     return
                 if self.delay_s:
@@ -170,6 +174,11 @@ class FaultProxy:
             await _respond(writer, 500, {"error": {"message": "server error (injected)", "type": "server"}})
         elif fault.kind == "401echo":
             await _respond(writer, 401, {"error": {"message": "bad key: " + headers.get("authorization", "")}})
+        elif fault.kind == "echo":
+            await _respond(writer, fault.status, {"error": {
+                "message": f"cannot serve {headers.get(':request-line', '')} "
+                           f"(authorization: {headers.get('authorization', 'none')})",
+                "type": "invalid_request_error"}})
         elif fault.kind == "stall":
             # hold the request; stop early once the client gives up and closes its side
             with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
@@ -229,7 +238,8 @@ def _with_connection_close(raw_head: bytes) -> bytes:
 
 async def _respond(writer: asyncio.StreamWriter, status: int, obj: dict, extra: dict[str, str] | None = None) -> None:
     body = json.dumps(obj).encode()
-    reason = {401: "Unauthorized", 429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "Error")
+    reason = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 422: "Unprocessable Entity",
+              429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "Error")
     head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(body)}",
             "Connection: close"]
     head += [f"{k}: {v}" for k, v in (extra or {}).items()]

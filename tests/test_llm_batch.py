@@ -109,6 +109,7 @@ class MemoryBatchAPI:
                     "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}}})
         b = self.batches[batch_id]
         b["status"] = status
+        b["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
         for name, rows in (("output_file_id", out), ("error_file_id", err)):
             if rows:
                 fid = f"file-{len(self.files)}"

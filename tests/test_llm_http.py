@@ -182,8 +182,9 @@ def test_api_key_never_written_logged_or_shown(server, tmp_path, monkeypatch, ca
     counter.keep_headers = True
     counter.inject("401echo")
     caplog.set_level(logging.DEBUG)
+    # a loopback server gets the key only when --api-key-env names it (llm/endpoint.py)
     eng = make_engine(f"openai:{model_id}", opts(base_url, tmp_path / "cache", prices={model_id: (1.0, 1.0)},
-                                                 max_retries=0, progress=True))
+                                                 max_retries=0, progress=True, api_key_env="OPENAI_API_KEY"))
     out = eng.generate(requests(3, "secret"))
     # the key really was sent (so the test could catch a leak) ...
     assert any(secret in a.headers.get("authorization", "") for a in counter.arrivals)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,23 +32,18 @@ def is_url(target: str) -> bool:
     return target.startswith(("http://", "https://"))
 
 
-def served_models(base_url: str, *, timeout_s: float = 10.0, api_key: str | None = None) -> list[str]:
-    """Model ids an OpenAI-compatible server lists at ``/models`` (to pick the GSRM's name)."""
-    url = base_url.rstrip("/") + "/models"
-    req = urllib.request.Request(url)
-    if api_key:
-        req.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            body = json.loads(resp.read().decode("utf-8"))
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        from rlkd_bench.llm.redact import safe_url
+def served_models(base_url: str, *, timeout_s: float = 10.0, api_key_env: str | None = None) -> list[str]:
+    """Model ids an OpenAI-compatible server lists at ``/models`` (to pick the GSRM's name).
 
-        raise ConfigError(
-            f"cannot list the models of {safe_url(base_url)} ({type(e).__name__}: {getattr(e, 'reason', e)}); "
-            "is the server up? Pass the served model name with --gsrm-model to skip this lookup"
-        ) from None
-    return [str(m.get("id")) for m in body.get("data", []) if m.get("id")]
+    The URL may carry ``user:password@`` and a query string; they are sent the way every request
+    to that server sends them (``llm.endpoint``), with the key only where ``api_key_env`` allows."""
+    from rlkd_bench.llm.endpoint import list_models, resolve
+
+    ep = resolve(base_url, api_key_env)
+    try:
+        return [str(m["id"]) for m in list_models(ep, timeout_s=timeout_s)]
+    except ConfigError as e:
+        raise ConfigError(f"{e}; pass the served model name with --gsrm-model to skip this lookup") from None
 
 
 def parse_reply(completion: Completion) -> DecomposeResult:
@@ -92,6 +85,9 @@ class GSRMDecomposer:
         self.prompt_version = load_prompt(GSRM_PROMPT).version
         self.notes: list[str] = []
         if is_url(target):
+            from rlkd_bench.llm.redact import register_url_secrets
+
+            register_url_secrets(target)
             self.engine_kind = "openai"
             self.options = dataclasses.replace(self.options, base_url=target)
             self.model = model
@@ -131,10 +127,8 @@ class GSRMDecomposer:
             from rlkd_bench.llm import make_engine
 
             if self.engine_kind == "openai" and not self.model:
-                import os
-
                 names = served_models(self.target, timeout_s=self.options.timeout_s,
-                                      api_key=os.environ.get(self.options.api_key_env))
+                                      api_key_env=self.options.api_key_env)
                 if len(names) != 1:
                     raise ConfigError(
                         f"the server lists {len(names)} models ({', '.join(names[:5])}); "

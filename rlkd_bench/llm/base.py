@@ -74,6 +74,10 @@ class Completion:
     error: str | None = None
     custom_id: str = ""
     finish_reason: str | None = None
+    # False for a permanent failure (HTTP 400/401/403/404/422..., a refusal to send): retrying or
+    # rerunning the same request cannot help, so callers reject the row with ``error`` as reason.
+    retryable: bool = True
+    status: int | None = None  # the HTTP status of a failed request, when there was one
 
     @property
     def ok(self) -> bool:
@@ -110,7 +114,8 @@ class EngineOptions:
     """
 
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    # None: the user named no variable, so OPENAI_API_KEY goes to OpenAI hosts only (llm/endpoint.py)
+    api_key_env: str | None = None
     concurrency: int = 8
     timeout_s: float = 120.0
     max_retries: int = 6

@@ -6,6 +6,9 @@ files are parsed (``parse_batch_output``) and mapped back by ``custom_id``. The 
 file id and batch id are written to ``<batch_dir>/batch_state.json`` (atomically) as soon as each is
 known, so a rerun after a crash polls the same batch instead of paying twice; a batch created
 just before a crash (its id not yet saved) is found again by the input hash in its metadata.
+A batch is re-attached only while it can still deliver (``can_deliver``): one that failed, or
+ended (expired, completed, cancelled) without a single answer, is left behind and the rows it owed
+go into a new batch.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from typing import Any, Protocol
 from rlkd_bench.errors import ConfigError
 from rlkd_bench.llm.base import ChatRequest, Completion, EngineOptions, Usage
 from rlkd_bench.llm.cost import PriceTable, TokenCounter, worst_case_cost
-from rlkd_bench.llm.openai_engine import is_loopback, request_params
-from rlkd_bench.llm.redact import redact, safe_url
+from rlkd_bench.llm.endpoint import Endpoint, resolve
+from rlkd_bench.llm.openai_engine import PLACEHOLDER_KEY, RETRY_STATUS, cache_namespace_for, request_params
+from rlkd_bench.llm.redact import redact, register_url_secrets, safe_url
 from rlkd_bench.llm.runner import Budget, CachedEngine, Deliver, Progress
 from rlkd_bench.products import write_json
 
@@ -36,6 +40,20 @@ MAX_REQUESTS_PER_BATCH = 50_000
 MAX_BYTES_PER_BATCH = 190 * 1024 * 1024  # the API takes up to 200 MB per input file
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 META_KEY = "rlkd_input_sha256"
+
+
+def can_deliver(b: dict[str, Any]) -> bool:
+    """Whether a batch (as the API describes it) can still give answers: it is still running, or it
+    ended with an output file holding at least one answer. A failed batch, or one that ended with
+    nothing answered (every request expired or errored), cannot."""
+    status = b.get("status")
+    if status not in TERMINAL:
+        return True
+    if status == "failed" or not b.get("output_file_id"):
+        return False
+    counts = b.get("request_counts") or {}
+    completed = counts.get("completed")
+    return completed is None or int(completed) > 0
 
 
 # -- file formats (pure) ------------------------------------------------------------------
@@ -111,7 +129,9 @@ def _parse_line(obj: dict[str, Any]) -> Completion:
     if status != 200:
         detail = body.get("error", {}) if isinstance(body, dict) else {}
         msg = detail.get("message") if isinstance(detail, dict) else str(detail)
-        return Completion(text=None, error=f"HTTP {status}: {msg or 'no message'}", custom_id=cid)
+        retryable = not isinstance(status, int) or status in RETRY_STATUS or status >= 500
+        return Completion(text=None, error=f"HTTP {status}: {msg or 'no message'}", custom_id=cid,
+                          retryable=retryable, status=status if isinstance(status, int) else None)
     choices = body.get("choices") or []
     if not choices:
         return Completion(text=None, error="batch response without choices", custom_id=cid)
@@ -165,6 +185,9 @@ class BatchState:
                 return j
         return None
 
+    def collected_ids(self) -> set[str]:
+        return {j.batch_id for j in self.jobs if j.collected and j.batch_id}
+
 
 # -- the API, behind a small seam so resume logic can be tested offline ----------------------
 class BatchAPI(Protocol):
@@ -176,33 +199,39 @@ class BatchAPI(Protocol):
 
 
 class OpenAIBatchAPI:
-    """``BatchAPI`` on the ``openai`` client (files + batches endpoints)."""
+    """``BatchAPI`` on the ``openai`` client (files + batches endpoints), with the credential
+    ``endpoint.resolve`` chose for the URL (and nothing else) on every call."""
 
-    def __init__(self, api_key: str, base_url: str | None, timeout_s: float):
+    def __init__(self, ep: Endpoint, timeout_s: float):
         from openai import OpenAI
+        from openai._types import omit
 
-        self._client = OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=5)
+        self._client = OpenAI(api_key=ep.api_key or PLACEHOLDER_KEY, base_url=ep.url,
+                              default_query=ep.query or None, timeout=timeout_s, max_retries=5)
+        self._h: dict[str, Any] = {"Authorization": ep.authorization or omit}
 
     def __repr__(self) -> str:
         return "OpenAIBatchAPI()"
 
     def upload(self, data: bytes, filename: str) -> str:
-        return self._client.files.create(file=(filename, data, "application/jsonl"), purpose="batch").id
+        return self._client.files.create(file=(filename, data, "application/jsonl"), purpose="batch",
+                                         extra_headers=self._h).id
 
     def create(self, input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
         b = self._client.batches.create(input_file_id=input_file_id, endpoint=ENDPOINT,
-                                        completion_window="24h", metadata=metadata)
+                                        completion_window="24h", metadata=metadata, extra_headers=self._h)
         return b.model_dump()
 
     def retrieve(self, batch_id: str) -> dict[str, Any]:
-        return self._client.batches.retrieve(batch_id).model_dump()
+        return self._client.batches.retrieve(batch_id, extra_headers=self._h).model_dump()
 
     def content(self, file_id: str) -> str:
-        return self._client.files.content(file_id).text
+        return self._client.files.content(file_id, extra_headers=self._h).text
 
     def find(self, metadata_key: str, value: str) -> dict[str, Any] | None:
-        for b in self._client.batches.list(limit=100).data:  # the newest 100; no paging through history
-            if (b.metadata or {}).get(metadata_key) == value and b.status not in ("failed", "cancelled"):
+        # the newest 100; no paging through history
+        for b in self._client.batches.list(limit=100, extra_headers=self._h).data:
+            if (b.metadata or {}).get(metadata_key) == value and can_deliver(b.model_dump()):
                 return b.model_dump()
         return None
 
@@ -218,7 +247,9 @@ class BatchEngine(CachedEngine):
         if not self.options.batch_dir:
             raise ConfigError("the Batch API needs a directory to keep its job ids in (EngineOptions.batch_dir, "
                               "usually the output dir) so a rerun resumes the same batch")
-        self.prices = PriceTable(self.options.prices)
+        register_url_secrets(self.options.base_url)
+        self.prices = PriceTable(self.options.prices, base_url=self.options.base_url)
+        self.prices.require(model, self.options.max_cost_usd)
         self.budget = Budget(self.options.max_cost_usd)
         self._api = api
         self.poll_initial_s, self.poll_max_s = poll_initial_s, poll_max_s
@@ -229,27 +260,23 @@ class BatchEngine(CachedEngine):
         return f"BatchEngine(model={self.model!r}, base_url={safe_url(self.options.base_url)!r})"
 
     def cache_namespace(self) -> str:
-        return "openai"
+        # the same answers as the HTTP engine's for the same server (plain "openai" for OpenAI)
+        return cache_namespace_for("openai", self.options, self.model, self.cache is not None)
 
     @property
     def api(self) -> BatchAPI:
         if self._api is None:
-            name = self.options.api_key_env
-            key = os.environ.get(name, "")
-            if not key:
-                if not is_loopback(self.options.base_url):
-                    raise ConfigError(f"no API key for the Batch API: set the environment variable {name} "
-                                      f"(or name another one with --api-key-env NAME)")
-                key = "local-no-key"
-            self._api = OpenAIBatchAPI(key, self.options.base_url, self.options.timeout_s)
+            ep = resolve(self.options.base_url, self.options.api_key_env)
+            self._api = OpenAIBatchAPI(ep, self.options.timeout_s)
         return self._api
 
     def _redact(self, text: str) -> str:
-        return redact(text, (os.environ.get(self.options.api_key_env),))
+        return redact(text)  # the key and the URL's secrets are registered by endpoint.resolve
 
     def summary(self) -> dict[str, Any]:
         d = super().summary()
         d["batch_ids"] = list(self.batch_ids)
+        d["price_source"] = self.prices.source(self.model)
         return d
 
     def _answer(self, pending: list[tuple[str, ChatRequest]], deliver: Deliver, bar: Progress) -> None:
@@ -257,10 +284,15 @@ class BatchEngine(CachedEngine):
         by_cid = {batch_custom_id(k): (k, r) for k, r in pending}
         todo = dict(by_cid)
 
-        # 1. jobs from an earlier run that still owe results for some of these requests
+        # 1. jobs from an earlier run that still owe results for some of these requests, as long
+        #    as they can still deliver; a dead one is closed and its rows go into a new batch
         jobs: list[BatchJob] = []
         for job in state.jobs:
             if not job.collected and job.batch_id and todo.keys() & set(job.custom_ids):
+                b = self.api.retrieve(job.batch_id)
+                if not can_deliver(b):
+                    self._close_dead(state, job, b)
+                    continue
                 jobs.append(job)
                 for cid in job.custom_ids:
                     todo.pop(cid, None)
@@ -300,6 +332,10 @@ class BatchEngine(CachedEngine):
             state.jobs.append(job)
         if job.batch_id is None:
             found = self.api.find(META_KEY, sha)
+            if found is not None and (found["id"] in state.collected_ids() or not can_deliver(found)):
+                log.info("Batch API: batch %s of the same requests ended (%s) with nothing more to give; "
+                         "starting a new one", found["id"], found.get("status"))
+                found = None
             if found is not None:
                 job.batch_id, job.status = found["id"], found.get("status")
                 job.input_file_id = job.input_file_id or found.get("input_file_id")
@@ -339,6 +375,13 @@ class BatchEngine(CachedEngine):
                                             f"{done_counts} done)", refresh=True)
                 time.sleep(wait)
                 wait = min(self.poll_max_s, wait * 1.5)
+
+    def _close_dead(self, state: BatchState, job: BatchJob, b: dict[str, Any]) -> None:
+        job.status = b.get("status")
+        job.collected = True
+        state.save()
+        log.warning("Batch API: batch %s ended '%s' with no answer left to collect; its %d requests go "
+                    "into a new batch", job.batch_id, job.status, len(job.custom_ids))
 
     def _collect(self, state: BatchState, job: BatchJob, b: dict[str, Any],
                  by_cid: dict[str, tuple[str, ChatRequest]], deliver: Deliver) -> None:

@@ -1,9 +1,13 @@
-"""What a run costs: a price table, token estimates before a run, and the budget's worst case.
+"""What a run costs: prices, token estimates before a run, and the budget's worst case.
 
-Prices are USD per 1M tokens (input, output), OpenAI's public list prices for standard
-(synchronous) calls; the Batch API bills half of them. They change: override any of them with
-``EngineOptions.prices`` or ``--price MODEL=IN,OUT`` (``parse_price``). A model with no price costs
-0 and says so once, so a run against a local server is never priced by accident as GPT-4o.
+Prices come from ``genai-prices`` (a maintained database of provider prices, shipped with the
+package: it is read from the installed package, nothing is fetched at run time), looked up for the
+provider the engine talks to (OpenAI by default; another ``--base-url`` by its URL, and a local
+server has no provider, so no price). ``--price MODEL=IN,OUT`` (``parse_price``) overrides any of
+them. Prices are USD per 1M tokens (input, output); the Batch API price is the database's batch
+price, else half the standard one. A model with no price costs 0 and says so once, so a run
+against a local server is never priced by accident as GPT-4o; a budget (``--max-cost``) needs a
+price that matches the model name exactly (``require``), never a near namesake.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +27,8 @@ from rlkd_bench.llm.base import ChatRequest, Usage
 
 log = logging.getLogger("rlkd_bench.llm")
 
-# USD per 1M tokens (input, output); OpenAI list prices, standard tier (checked 2025).
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-2024-05-13": (5.00, 15.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-5": (1.25, 10.00),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5-nano": (0.05, 0.40),
-    "o1": (15.00, 60.00),
-    "o1-mini": (1.10, 4.40),
-    "o3": (2.00, 8.00),
-    "o3-mini": (1.10, 4.40),
-    "o4-mini": (1.10, 4.40),
-    "gpt-4-turbo": (10.00, 30.00),
-    "gpt-3.5-turbo": (0.50, 1.50),
-}
-BATCH_DISCOUNT = 0.5
+BATCH_DISCOUNT = 0.5  # when the database has no batch price for a model
+OVERRIDE_SOURCE = "override (--price)"
 CHARS_PER_TOKEN = 4.0
 # Chat framing per message (role, separators) and the reply's priming tokens, as OpenAI documents.
 TOKENS_PER_MESSAGE = 3
@@ -75,39 +63,161 @@ def parse_prices(specs: Iterable[str]) -> dict[str, tuple[float, float]]:
     return dict(parse_price(s) for s in specs)
 
 
+def genai_prices_version() -> str:
+    import genai_prices
+
+    return f"genai-prices {genai_prices.__version__}"
+
+
+@dataclass(frozen=True)
+class Price:
+    """One model's price: USD per 1M tokens, standard and Batch API, and where it came from."""
+
+    input: float
+    output: float
+    batch_input: float
+    batch_output: float
+    source: str
+    model_price: Any = None  # genai_prices ModelPrice (exact tiered costs); None for overrides
+
+    def per_mtok(self, batch: bool) -> tuple[float, float]:
+        return (self.batch_input, self.batch_output) if batch else (self.input, self.output)
+
+
+def _is_openai_host(base_url: str | None) -> bool:
+    if not base_url:
+        return True
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(base_url).hostname or "").lower()
+    return host == "openai.com" or host.endswith(".openai.com")
+
+
+def _exact_names(match: Any) -> set[str]:
+    """The names a genai-prices match rule accepts by equality (prefix and regex rules left out)."""
+    from genai_prices import types as gt
+
+    if isinstance(match, gt.ClauseEquals):
+        return {match.equals.lower()}
+    if isinstance(match, gt.ClauseOr):
+        return set().union(*(_exact_names(c) for c in match.or_))
+    return set()
+
+
+def _top(v: Any) -> float:
+    """USD per 1M tokens; a tiered price counts at its highest tier (an upper bound)."""
+    if v is None:
+        return 0.0
+    if isinstance(v, Decimal | int | float):
+        return float(v)
+    tiers = getattr(v, "tiers", None) or []
+    return float(max([v.base, *(t.price for t in tiers)]))
+
+
 class PriceTable:
-    """Looks up a model's price: overrides first, then the defaults; dated snapshots
-    (``gpt-4o-mini-2024-07-18``) and provider prefixes (``openai/gpt-4o``) resolve to their family."""
+    """Looks up a model's price: ``--price`` overrides first (the name as given, or without a
+    provider prefix such as ``openai/``), then genai-prices for the engine's provider.
 
-    def __init__(self, overrides: Mapping[str, tuple[float, float]] | None = None):
-        self.prices = dict(DEFAULT_PRICES)
+    ``base_url`` picks the provider: None or an OpenAI host -> OpenAI; another URL -> the provider
+    genai-prices knows by that URL (none for a local server). ``exact=True`` (used when a budget is
+    enforced) accepts only a database entry that names the model exactly.
+    """
+
+    def __init__(self, overrides: Mapping[str, tuple[float, float]] | None = None, *,
+                 base_url: str | None = None):
         self.overrides = dict(overrides or {})
-        self.prices.update(self.overrides)
+        self.base_url = base_url
+        self._found: dict[tuple[str, bool], Price | None] = {}
 
-    def lookup(self, model: str) -> tuple[float, float] | None:
+    def _override(self, model: str) -> tuple[float, float] | None:
         for name in (model, model.rsplit("/", 1)[-1]):
-            if name in self.prices:
-                return self.prices[name]
-        base = model.rsplit("/", 1)[-1]
-        best = max((k for k in self.prices if base.startswith(k + "-")), key=len, default=None)
-        return self.prices[best] if best else None
+            if name in self.overrides:
+                return self.overrides[name]
+        return None
+
+    def _database(self, model: str, exact: bool) -> Price | None:
+        from genai_prices import data_snapshot
+
+        snap = data_snapshot.get_snapshot()  # the bundled data; we never start UpdatePrices
+        if _is_openai_host(self.base_url):
+            where: dict[str, Any] = {"provider_id": "openai"}
+            if model.lower().startswith("openai/"):
+                model = model.split("/", 1)[1]
+        else:
+            where = {"provider_api_url": self.base_url}
+        try:
+            _, info = snap.find_provider_model(model, None, where.get("provider_id"),
+                                               where.get("provider_api_url"))
+        except LookupError:
+            return None
+        if exact and model.lower() not in _exact_names(info.match) and model.lower() != info.id.lower():
+            return None
+        now = datetime.now(tz=UTC)
+        std = info.get_prices(now)
+        batch = info.get_prices(now, {"processing": "batch"})
+        pin, pout = _top(getattr(std, "input_mtok", None)), _top(getattr(std, "output_mtok", None))
+        has_batch = any(v.when == {"processing": "batch"} and (v.constraint is None or v.constraint.active(now))
+                        for v in info.price_variants or ())
+        if has_batch:
+            bin_, bout = _top(getattr(batch, "input_mtok", None)), _top(getattr(batch, "output_mtok", None))
+        else:
+            bin_, bout = pin * BATCH_DISCOUNT, pout * BATCH_DISCOUNT
+        return Price(pin, pout, bin_, bout, f"{genai_prices_version()} ({info.id})", std)
+
+    def find(self, model: str, *, exact: bool = False) -> Price | None:
+        """The model's price, or None when neither an override nor the database knows it."""
+        key = (model, exact)
+        if key not in self._found:
+            o = self._override(model)
+            if o is not None:
+                self._found[key] = Price(o[0], o[1], o[0] * BATCH_DISCOUNT, o[1] * BATCH_DISCOUNT, OVERRIDE_SOURCE)
+            else:
+                self._found[key] = self._database(model, exact)
+        return self._found[key]
+
+    def lookup(self, model: str, *, exact: bool = False) -> tuple[float, float] | None:
+        p = self.find(model, exact=exact)
+        return (p.input, p.output) if p else None
+
+    def source(self, model: str) -> str:
+        """Where the price of ``model`` comes from, for manifests: an override, genai-prices and its
+        version, or "unknown"."""
+        p = self.find(model)
+        return p.source if p else "unknown (counted as 0 USD)"
+
+    def require(self, model: str, max_cost_usd: float | None) -> None:
+        """A budget needs a price that names the model exactly; refuse to enforce it on a guess."""
+        if max_cost_usd is None or self.find(model, exact=True) is not None:
+            return
+        near = self.find(model)
+        hint = f" (the price database's nearest entry, {near.source}, is not an exact match)" if near else ""
+        raise ConfigError(f"--max-cost needs the price of {model!r}, and none is known{hint}: give it with "
+                          f"--price {model}=IN,OUT (USD per 1M input,output tokens; 0,0 for a free server)")
 
     def price(self, model: str, *, batch: bool = False) -> tuple[float, float]:
         """(USD/1M in, USD/1M out); unknown models are free, with one warning per model."""
-        p = self.lookup(model)
+        p = self.find(model)
         if p is None:
             if model not in _warned:
                 _warned.add(model)
                 log.warning("no price for model %r: its cost counts as 0 USD (set one with --price %s=IN,OUT)",
                             model, model)
             return (0.0, 0.0)
-        factor = BATCH_DISCOUNT if batch else 1.0
-        return (p[0] * factor, p[1] * factor)
+        return p.per_mtok(batch)
 
     def known(self, model: str) -> bool:
-        return self.lookup(model) is not None
+        return self.find(model) is not None
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float:
+        p = self.find(model)
+        if p is not None and p.model_price is not None and not batch:
+            from genai_prices import Usage as GUsage
+
+            try:  # the database's own rule (tiers by prompt length)
+                calc = p.model_price.calc_price(GUsage(input_tokens=prompt_tokens, output_tokens=completion_tokens))
+                return float(calc["total_price"])
+            except Exception:  # noqa: BLE001 - a rule this version cannot apply: fall back to list prices
+                pass
         pin, pout = self.price(model, batch=batch)
         return (prompt_tokens * pin + completion_tokens * pout) / 1e6
 

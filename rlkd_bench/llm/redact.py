@@ -1,27 +1,86 @@
-"""Keep API keys out of everything we print, log or write.
+"""The one owner of redaction: keep keys, passwords and URL secrets out of everything we print,
+log or write (argv in manifests and cards, URLs, error texts, rows of rejects).
+
+Three layers, all applied by ``redact``:
+- values the process knows are secret: the live API key, and the password, Basic-auth header and
+  query values of a ``--base-url`` (engines call ``register_url_secrets`` when they are built);
+- shapes: ``Bearer``/``Basic`` credentials, ``user:password@`` in any URL, secret-named query
+  parameters (``api_key=``, ``token=`` ...), provider key shapes (``sk-...``, ``hf_...``);
+- for argv, options that carry a secret value (``--api-key``, ``--token``) and every URL in it.
 
 The key is read from the environment at the moment a client is built and never stored on an
-engine's public state; any text that leaves the engine (error messages, summaries) goes through
-``redact`` first, which masks the live key and anything shaped like a provider key.
+engine's public state.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
-from urllib.parse import urlsplit, urlunsplit
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
-_KEY_SHAPES = re.compile(r"\b(?:sk-[A-Za-z0-9_\-*.]{6,}|hf_[A-Za-z0-9]{10,})")
-_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 MASK = "***"
+_KEY_SHAPES = re.compile(r"\b(?:sk-[A-Za-z0-9_\-*.]{6,}|hf_[A-Za-z0-9]{10,})")
+_AUTH_SCHEME = re.compile(r"(?i)\b((?:bearer|basic)\s+)[A-Za-z0-9+/=._~\-]+")
+# scheme://user:password@ or scheme://token@ in any text
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#]+@")
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;]|\b)((?:api[_-]?key|apikey|key|token|access[_-]?token|auth|authorization|secret|"
+    r"password|passwd|pwd|sig|signature|client[_-]?secret|x-api-key)=)[^&\s#'\"<>]+")
+_SECRET_OPTIONS = ("--api-key", "--token", "--hf-token", "--password", "--secret")
+_MIN_SECRET_LEN = 4  # shorter values would mask ordinary words; the shape rules still catch them
+
+_known: set[str] = set()
+_lock = threading.Lock()
 
 
-def redact(text: str, secrets: tuple[str | None, ...] = ()) -> str:
-    """``text`` with the given secret values, bearer tokens and key-shaped strings masked."""
-    for s in secrets:
-        if s and len(s) >= 4:
+def register_secret(*values: str | None) -> None:
+    """Remember values that must never appear in any text ``redact`` sees (process-wide)."""
+    with _lock:
+        for v in values:
+            if v and len(v) >= _MIN_SECRET_LEN:
+                _known.add(v)
+                _known.add(quote(v, safe=""))
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The secret parts of a URL: password, user, the Basic-auth token they make, query values."""
+    if not url:
+        return []
+    parts = urlsplit(url)
+    out: list[str] = []
+    if parts.username is not None or parts.password is not None:
+        user, pw = unquote(parts.username or ""), unquote(parts.password or "")
+        out += [pw, base64.b64encode(f"{user}:{pw}".encode()).decode()]
+        if pw:  # user + password: the user name alone is not a secret; a bare token@ is
+            out.append(f"{user}:{pw}")
+        else:
+            out.append(user)
+    out += [v for _, v in parse_qsl(parts.query, keep_blank_values=False)]
+    return [s for s in out if s]
+
+
+def register_url_secrets(url: str | None) -> None:
+    register_secret(*url_secrets(url))
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with known and given secret values, credentials in URLs and headers, secret query
+    parameters and key-shaped strings masked."""
+    if not text:
+        return text
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    given = [s for s in secrets if s and len(s) >= _MIN_SECRET_LEN]
+    for s in sorted(given, key=len, reverse=True) + known:
+        if s in text:
             text = text.replace(s, MASK)
-    text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
+    text = _URL_USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
+    text = _AUTH_SCHEME.sub(lambda m: m.group(1) + MASK, text)
+    text = _SECRET_PARAM.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     return _KEY_SHAPES.sub(MASK, text)
 
 
@@ -31,11 +90,68 @@ def redact_env(text: str, env_names: tuple[str, ...]) -> str:
 
 
 def safe_url(url: str | None) -> str | None:
-    """A URL without user:password and without its query string (tokens sometimes ride there)."""
+    """A URL without user:password and without its query string: what manifests record."""
     if not url:
         return url
     parts = urlsplit(url)
+    return urlunsplit((parts.scheme, _hostport(parts), parts.path, "", ""))
+
+
+def redact_url(url: str) -> str:
+    """A URL that keeps its shape (which parameters, that there were credentials) but no secret:
+    ``http://u:p@h/v1?api_key=x`` -> ``http://***@h/v1?api_key=***``."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return redact(url)
+    host = _hostport(parts)
+    if parts.username is not None or parts.password is not None:
+        host = f"{MASK}@{host}"
+    query = "&".join(f"{k}={MASK}" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return redact(urlunsplit((parts.scheme, host, parts.path, query, "")))
+
+
+_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s'\"<>]+")
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line for manifests and cards: secret options masked, every URL in an argument
+    (``--base-url URL``, ``gsrm:URL``) without credentials or query values, key shapes masked."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(MASK)
+            hide_next = False
+            continue
+        low = arg.lower()
+        name = low.split("=", 1)[0]
+        if name in _SECRET_OPTIONS and "=" in arg:
+            out.append(arg.split("=", 1)[0] + "=" + MASK)
+            continue
+        if low in _SECRET_OPTIONS:
+            out.append(arg)
+            hide_next = True
+            continue
+        out.append(redact(_URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), arg)))
+    return out
+
+
+def scrub(obj: Any) -> Any:
+    """Every string in a JSON-like object (dict keys kept) redacted as argv is, URLs included:
+    for manifests, cards and row logs."""
+    if isinstance(obj, str):
+        return redact(_URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), obj))
+    if isinstance(obj, Mapping):
+        return {k: scrub(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub(v) for v in obj]
+    return obj
+
+
+def _hostport(parts: Any) -> str:
     host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
     if parts.port:
         host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return host

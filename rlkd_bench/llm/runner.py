@@ -46,6 +46,8 @@ class EngineStats:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     cached_cost_usd: float = 0.0
+    # timed-out attempts counted at their worst case against --max-cost (the server may bill them)
+    timeout_worst_usd: float = 0.0
     wall_s: float = 0.0
     budget_stopped: bool = False
 
@@ -53,6 +55,7 @@ class EngineStats:
         d = asdict(self)
         d["cost_usd"] = round(self.cost_usd, 6)
         d["cached_cost_usd"] = round(self.cached_cost_usd, 6)
+        d["timeout_worst_usd"] = round(self.timeout_worst_usd, 6)
         d["wall_s"] = round(self.wall_s, 3)
         return d
 
@@ -270,4 +273,5 @@ def _short(model: str) -> str:
 
 def _copy(c: Completion, *, cached: bool) -> Completion:
     return Completion(text=c.text, usage=Usage(c.usage.prompt_tokens, c.usage.completion_tokens, c.usage.cost_usd),
-                      cached=cached, error=c.error, finish_reason=c.finish_reason)
+                      cached=cached, error=c.error, finish_reason=c.finish_reason, retryable=c.retryable,
+                      status=c.status)
