@@ -32,21 +32,25 @@ CHAT_TEMPLATE = (
 )
 
 
+# The files the tiny tokenizer learns from, named one by one: a data or prompt file added later
+# must not change the tokenizer (and with it every tiny model and what the tests memorise).
+TOKENIZER_DATA = ("reference_steps.jsonl", "traces.jsonl")
+TOKENIZER_PROMPTS = ("annotate_code.txt", "annotate_math.txt", "annotate_puzzle.txt", "annotate_science.txt",
+                     "gsrm.txt", "rlkd_system.txt")
+
+
 def bundled_text() -> list[str]:
-    """The text the tiny tokenizer is trained on: bundled traces and prompt files."""
+    """The text the tiny tokenizer is trained on: the bundled traces and the original prompt files."""
     from rlkd_bench.prompting import prompts_dir
 
     texts: list[str] = []
-    for folder in (resources.files("rlkd_bench") / "data", prompts_dir()):
-        if not folder.is_dir():
-            continue
-        for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-            if entry.name.endswith(".jsonl"):
-                for line in entry.read_text(encoding="utf-8").splitlines():
-                    if line.strip():
-                        texts.extend(str(v) for v in json.loads(line).values() if isinstance(v, str))
-            elif entry.name.endswith(".txt"):
-                texts.append(entry.read_text(encoding="utf-8"))
+    data = resources.files("rlkd_bench") / "data"
+    for name in TOKENIZER_DATA:
+        for line in (data / name).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                texts.extend(str(v) for v in json.loads(line).values() if isinstance(v, str))
+    for name in TOKENIZER_PROMPTS:
+        texts.append((prompts_dir() / name).read_text(encoding="utf-8"))
     texts.append("[Meta-reasoning 1]: [Sub-problem 1]: [Answer 1]: So the final answer is: \\boxed{}")
     return texts
 
