@@ -3,7 +3,13 @@
 Every product is a directory. Files appear whole or not at all (write to a temp file, fsync,
 rename), so Ctrl-C or SIGKILL never leaves half a file. Row logs that grow during a run
 (annotations, rejects) are appended line by line with a flush, and reading them back keeps the
-first row per id, so a resumed run neither loses nor duplicates rows.
+first row per id, so a resumed run neither loses nor duplicates rows. Files and directories get the
+mode a plain ``open``/``mkdir`` would give under the umask (not mkstemp's private 0600).
+
+A run claims its directory with ``open_product``: another product's directory is refused, an
+``--out`` that cannot be written is an error in words, and an exclusive lock keeps a second run
+out. ``finish_product`` records each file's sha256, and a failed run's manifest says it failed,
+so ``publish`` can check that the files are what the manifest describes.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +35,25 @@ TRACKED_PACKAGES = (
     "rlkd-bench", "torch", "transformers", "trl", "datasets", "huggingface-hub", "openai",
     "lm-eval", "math-verify", "vllm",
 )
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux tells it (``os.umask`` must set one
+    to read one, which would race with threads creating files)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def normal_mode(path: str | os.PathLike) -> None:
+    """Give a file (0666) or directory (0777) made by mkstemp/mkdtemp (0600/0700) the mode a plain
+    ``open``/``mkdir`` would have given it under the umask, so products are readable as usual."""
+    base = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, base & ~current_umask())
 
 
 @contextlib.contextmanager
@@ -43,6 +68,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
+        normal_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -77,6 +103,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        normal_mode(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old.{os.getpid()}")
@@ -87,6 +114,69 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def make_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Create an output directory, or say in words why it cannot be (a file in the way, no write
+    permission, a read-only disk) instead of a traceback."""
+    from rlkd_bench.errors import ConfigError
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        above = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        raise ConfigError(f"--out {out}: {above or 'a parent'} is a file, so no directory can be made "
+                          "below it") from None
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot create the directory ({e.strerror})") from None
+    return out
+
+
+def check_out_dir(out_dir: str | os.PathLike, product: str) -> None:
+    """Before any work: refuse an --out that cannot hold ``product`` (a file, below a file, not
+    writable, another product's directory), without creating anything yet."""
+    from rlkd_bench.errors import ConfigError
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a directory")
+    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, so no directory can be made below it")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {existing} is not writable")
+    check_product_kind(out, product)
+
+
+def check_product_kind(out_dir: str | os.PathLike, product: str) -> None:
+    """Refuse to write a ``product`` into a directory that holds another kind of product (its
+    manifest.json says so) or a manifest.json that is not ours: it would be overwritten."""
+    from rlkd_bench.errors import ConfigError
+
+    mf = Path(out_dir) / MANIFEST
+    if not mf.is_file():
+        return
+    try:
+        other = json.loads(mf.read_text(encoding="utf-8")).get("product")
+    except (ValueError, OSError, AttributeError):
+        other = None
+    if other != product:
+        what = f"a {other!r} product" if isinstance(other, str) else f"a {MANIFEST} that is not an rlkd-bench one"
+        raise ConfigError(f"--out {Path(out_dir)} holds {what}, not {product!r}: writing here would "
+                          "overwrite it; use another --out")
+
+
+@contextlib.contextmanager
+def open_product(out_dir: str | os.PathLike, product: str) -> Iterator[Path]:
+    """Claim ``out_dir`` for one run that writes ``product``: refuse another kind of product,
+    make the directory (clear errors), and hold the exclusive run lock until the run ends."""
+    check_product_kind(out_dir, product)
+    with run_lock(out_dir):
+        check_product_kind(out_dir, product)  # again under the lock: a run may have just finished
+        yield Path(out_dir)
 
 
 @contextlib.contextmanager
@@ -100,9 +190,12 @@ def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
 
     from rlkd_bench.errors import ConfigError
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as f:
+    out = make_out_dir(out_dir)
+    try:
+        f = open(out / ".lock", "w")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror})") from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -117,17 +210,22 @@ class RowLog:
     """An append-only jsonl of rows keyed by ``key``, safe to resume.
 
     ``done`` holds the keys already on disk. A torn last line (the process was killed mid-write)
-    is dropped on open, so the file is always valid jsonl.
+    is dropped on open, so the file is always valid jsonl. ``key`` is a field name or a function
+    of the row (None: the row has no key and is dropped); ``keep`` drops rows on open that this
+    run will write again (e.g. rejects of the input loading, which are redone every run).
     """
 
-    def __init__(self, path: str | os.PathLike, key: str = "id", *, resume: bool = True):
-        self.path, self.key = Path(path), key
+    def __init__(self, path: str | os.PathLike, key: str | Callable[[dict], str | None] = "id", *,
+                 resume: bool = True, keep: Callable[[dict], bool] | None = None):
+        self.path = Path(path)
+        self._key = key if callable(key) else (lambda r, k=key: str(r[k]) if k in r else None)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: dict[str, dict] = {}
         if resume and self.path.exists():
             for r in _read_valid_jsonl(self.path):
-                if key in r:
-                    self.rows.setdefault(str(r[key]), r)  # the first row per key wins
+                k = self._key(r)
+                if k is not None and (keep is None or keep(r)):
+                    self.rows.setdefault(k, r)  # the first row per key wins
         # rewrite the kept rows so a torn tail or duplicates never survive a resume
         write_jsonl(self.path, self.rows.values())
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -136,13 +234,32 @@ class RowLog:
     def done(self) -> set[str]:
         return set(self.rows)
 
+    def key_of(self, row: dict) -> str:
+        k = self._key(row)
+        if k is None:
+            raise KeyError(f"row has no key for {self.path.name}: {sorted(row)[:8]}")
+        return k
+
     def append(self, row: dict) -> None:
-        k = str(row[self.key])
+        k = self.key_of(row)
         if k in self.rows:
             return
         self.rows[k] = row
         self._f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         self._f.flush()
+
+    def discard(self, keys: Iterable[str]) -> int:
+        """Drop the rows with these keys: the file is rewritten whole (atomically) and appends go
+        on into the new file. Returns how many were dropped."""
+        gone = [k for k in set(keys) if k in self.rows]
+        if not gone:
+            return 0
+        for k in gone:
+            del self.rows[k]
+        self._f.close()
+        write_jsonl(self.path, self.rows.values())
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        return len(gone)
 
     def close(self) -> None:
         self._f.close()
@@ -188,24 +305,11 @@ def package_versions() -> dict[str, str]:
 
 
 def redact_argv(argv: list[str]) -> list[str]:
-    """The command line with anything that looks like a secret value masked."""
-    out, hide_next = [], False
-    for arg in argv:
-        low = arg.lower()
-        if hide_next:
-            out.append("***")
-            hide_next = False
-            continue
-        if any(s in low for s in ("--api-key=", "--token=", "--hf-token=")):
-            out.append(arg.split("=", 1)[0] + "=***")
-        elif low in ("--api-key", "--token", "--hf-token"):
-            out.append(arg)
-            hide_next = True
-        elif arg.startswith(("sk-", "hf_")):
-            out.append("***")
-        else:
-            out.append(arg)
-    return out
+    """The command line with secrets masked (options, URL credentials and query values, key shapes);
+    the rules live in one place, ``rlkd_bench.llm.redact``."""
+    from rlkd_bench.llm.redact import redact_argv as _redact_argv
+
+    return _redact_argv(argv)
 
 
 @dataclass
@@ -219,6 +323,9 @@ class Manifest:
     counts: dict[str, int] = field(default_factory=dict)
     usage: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    checksums: dict[str, str] = field(default_factory=dict)  # sha256 of each listed data file or dir
+    status: str = "ok"  # "failed": the run wrote no usable product; ``error`` says why
+    error: str | None = None
     wall_time_s: float = 0.0
     command: list[str] = field(default_factory=lambda: redact_argv(["rlkd-bench", *sys.argv[1:]]))
     versions: dict[str, str] = field(default_factory=package_versions)
@@ -241,12 +348,19 @@ class Manifest:
         return path
 
 
-def split_sizes(n: int, test_size: float) -> int:
-    """Number of test rows: a fraction (0 < x < 1) or a count (x >= 1); never all rows."""
+def check_test_size(test_size: float) -> float:
+    """``--test-size`` is a fraction in [0, 1) or a whole number of rows (1, 2, ...); 1.5 is neither."""
     from rlkd_bench.errors import ConfigError
 
-    if test_size < 0:
-        raise ConfigError(f"--test-size must be >= 0, got {test_size}")
+    if test_size < 0 or (test_size >= 1 and test_size != int(test_size)):
+        raise ConfigError(f"--test-size must be a fraction between 0 and 1 or a whole number of rows, "
+                          f"got {test_size:g}")
+    return test_size
+
+
+def split_sizes(n: int, test_size: float) -> int:
+    """Number of test rows: a fraction (0 < x < 1) or a count (x >= 1); never all rows."""
+    check_test_size(test_size)
     n_test = int(test_size) if test_size >= 1 else round(n * test_size)
     if test_size > 0 and n >= 2:
         n_test = max(1, n_test)
@@ -275,10 +389,18 @@ def save_splits(rows: list[dict[str, Any]], out: str | os.PathLike, *, test_size
 
 
 def finish_product(manifest: Manifest, out: str | os.PathLike, t0: float, files: list[str], *,
-                   title: str, summary: str, extra: str = "") -> dict[str, Any]:
-    """Close a product: list its files, stamp the wall time since ``t0``, write manifest.json and
-    the README.md card built from it. Returns the manifest as a dict."""
+                   title: str, summary: str, extra: str = "", error: str | None = None) -> dict[str, Any]:
+    """Close a product: list its files with their sha256, stamp the wall time since ``t0``, write
+    manifest.json and the README.md card built from it. Returns the manifest as a dict.
+
+    With ``error`` the run failed: the manifest says so (``status: failed``) and lists only the
+    files this run wrote, so it never describes outputs of an earlier run (``publish`` refuses it).
+    """
     manifest.files = [*files, MANIFEST, CARD]
+    manifest.checksums = {f: sha256_of(Path(out) / f) for f in files if (Path(out) / f).exists()}
+    if error is not None:
+        manifest.status, manifest.error = "failed", error
+        summary = f"**This run failed: {error}** The files below are what it left for inspection.\n\n{summary}"
     manifest.wall_time_s = round(time.time() - t0, 3)
     manifest.write(out)
     write_text(Path(out) / CARD, render_card(manifest.to_dict(), title=title, summary=summary, extra=extra))
@@ -295,6 +417,8 @@ def render_card(manifest: dict, *, title: str, summary: str, kind: str = "datase
     header += ["---", ""]
     lines = [f"# {title}", "", summary, "", "## How it was made", ""]
     lines.append(f"- Command: `{' '.join(manifest.get('command', []))}`")
+    if manifest.get("status", "ok") != "ok":
+        lines.append(f"- Status: {manifest['status']} ({manifest.get('error')})")
     lines.append(f"- Created: {manifest.get('created')} in {manifest.get('wall_time_s', 0):.1f} s")
     for name, inp in manifest.get("inputs", {}).items():
         h = f" (sha256 `{inp['sha256'][:16]}…`)" if inp.get("sha256") else ""

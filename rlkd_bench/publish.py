@@ -115,6 +115,35 @@ def detect_product(src: Path) -> tuple[str, dict[str, Any]]:
     return ("model" if (src / "config.json").is_file() else "dataset"), manifest
 
 
+def check_manifest_files(src: Path, manifest: dict[str, Any]) -> None:
+    """The product must be what its manifest says: a run that failed is not published, every file
+    the manifest lists must be there, and those with a recorded sha256 must still have it."""
+    from rlkd_bench.products import sha256_of
+
+    if manifest.get("status", "ok") != "ok":
+        raise ConfigError(f"{src}: the run that wrote this product failed ({manifest.get('error') or 'no reason'}); "
+                          "fix it and rerun the command before publishing")
+    files = manifest.get("files") or []
+    missing = [f for f in files if f not in (MANIFEST, CARD) and not (src / f).exists()]
+    if missing:
+        raise ConfigError(f"{src}: {MANIFEST} lists files that are not there: {', '.join(missing)}; "
+                          "rerun the command that made the product")
+    changed = [f for f, digest in (manifest.get("checksums") or {}).items()
+               if (src / f).exists() and sha256_of(src / f) != digest]
+    if changed:
+        raise ConfigError(f"{src}: {', '.join(changed)} changed since {MANIFEST} was written (sha256 differs); "
+                          "rerun the command that made the product")
+
+
+def _listed(rel: Path, manifest: dict[str, Any]) -> bool:
+    """Is ``rel`` (a path in the product) one of the files or directories the manifest lists?
+    A manifest without a file list (older products) lists everything."""
+    files = manifest.get("files")
+    if not files:
+        return True
+    return rel.parts[0] in {f.rstrip("/").split("/")[0] for f in files}
+
+
 def _saved_dataset_dirs(src: Path) -> list[Path]:
     found = []
     for p in sorted(src.rglob("dataset_dict.json")):
@@ -207,13 +236,16 @@ def plan_publish(directory: str | Path, repo_id: str, *, private: bool = False) 
         raise ConfigError(f"--repo {repo_id!r}: expected a Hub repo id like user/name")
     src = Path(directory).expanduser()
     repo_type, manifest = detect_product(src)
-    saved = _saved_dataset_dirs(src) if repo_type == "dataset" else []
+    check_manifest_files(src, manifest)
+    # a dataset product goes up as its manifest lists it; a checkpoint directory goes up whole
+    listed = (lambda rel: _listed(rel, manifest)) if repo_type == "dataset" else (lambda rel: True)
+    saved = [d for d in _saved_dataset_dirs(src) if listed(d.relative_to(src))] if repo_type == "dataset" else []
     exports = _exports(saved, src)
     plan = PublishPlan(source=src, repo_id=repo_id, repo_type=repo_type, private=private,
                        product=str(manifest.get("product") or repo_type), exports=exports)
     for p in sorted(src.rglob("*")):
         rel = p.relative_to(src)
-        if p.is_file() and not _skipped(rel, saved, src):
+        if p.is_file() and listed(rel) and not _skipped(rel, saved, src):
             plan.files.append(PlannedFile(rel.as_posix(), p.stat().st_size, local=p))
     for e in exports:
         size = sum(f.stat().st_size for f in (e.saved_dir / e.split).glob("*.arrow"))
@@ -255,6 +287,7 @@ def publish(plan: PublishPlan, *, commit_message: str | None = None) -> str:
 
     if get_token() is None:
         raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
+    check_manifest_files(plan.source, detect_product(plan.source)[1])  # still what was planned
     api = HfApi()
     try:
         url = api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=plan.private, exist_ok=True)

@@ -17,12 +17,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlkd_bench.build import TraceSpec, print_summary, record_traces_input
-from rlkd_bench.console import progress_bar
-from rlkd_bench.decompose import DecomposeResult, get_decomposer, run_decomposer
-from rlkd_bench.errors import ConfigError, DataError
+from rlkd_bench.build import TraceSpec, failure_summary, preflight, print_summary, record_traces_input
+from rlkd_bench.console import console, progress_bar
+from rlkd_bench.decompose import REQUEST_ERROR_PREFIX, DecomposeResult, get_decomposer, run_decomposer
+from rlkd_bench.errors import ConfigError, DataError, RlkdError
 from rlkd_bench.llm.base import Usage
-from rlkd_bench.products import Manifest, finish_product, save_splits, write_jsonl
+from rlkd_bench.products import (
+    Manifest,
+    check_out_dir,
+    check_test_size,
+    finish_product,
+    open_product,
+    save_splits,
+    write_jsonl,
+)
 from rlkd_bench.prompting import load_prompt
 
 PRODUCT = "rlkd-data"
@@ -74,13 +82,26 @@ def build_rlkd_data(
     seed: int = 0,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """traces -> teacher decompositions (once) -> rows with a prompt -> train/test, manifest, card."""
+    """traces -> teacher decompositions (once) -> rows with a prompt -> train/test, manifest, card.
+
+    The product is written whole under the run lock: a run that ends with no usable row removes
+    the dataset an earlier run left and writes a manifest that says it failed, so the files and
+    the manifest always describe the same run.
+    """
     t0 = time.time()
     out = Path(out)
-    if test_size < 0:
-        raise ConfigError(f"--test-size must be >= 0, got {test_size}")
+    check_test_size(test_size)
+    check_out_dir(out, PRODUCT)
     dec = get_decomposer(decomposer, **(decomposer_options or {}))
     loaded = spec.load()
+    preflight(dec)  # e.g. no API key: stop before any output exists
+    with open_product(out, PRODUCT):
+        return _decompose_and_save(spec, out, loaded, dec, decomposer=decomposer, test_size=test_size,
+                                   seed=seed, show_progress=show_progress, t0=t0)
+
+
+def _decompose_and_save(spec: TraceSpec, out: Path, loaded: Any, dec: Any, *, decomposer: str,
+                        test_size: float, seed: int, show_progress: bool, t0: float) -> dict[str, Any]:
     rejects: list[dict[str, Any]] = [dict(r) for r in loaded.rejects]
     pending: list[dict[str, Any]] = []
     for trace in loaded.rows:
@@ -96,29 +117,25 @@ def build_rlkd_data(
         results[i] = res
         bar.update(1)
 
-    if pending:
-        run_decomposer(dec, pending, on_result)
-    bar.close()
+    try:
+        if pending:
+            run_decomposer(dec, pending, on_result)
+    finally:
+        bar.close()
 
-    rows, usage, cached = [], Usage(), 0
+    rows, usage, cached, request_errors = [], Usage(), 0, []
     for trace, res in zip(pending, results, strict=True):
         assert res is not None
         usage += res.usage
         cached += int(res.cached)
         if not res.ok:  # a failure, or a budget stop ("budget: ..."): the reason says which
+            if (res.error or "").startswith(REQUEST_ERROR_PREFIX):
+                request_errors.append(res.error or "")
             rejects.append(_reject(trace, "decompose", res.error or "no decomposition", res.raw))
         elif not res.decomposition.steps:  # type: ignore[union-attr]
             rejects.append(_reject(trace, "decompose", "decomposition has no steps", res.raw))
         else:
             rows.append(rlkd_row(trace, res))
-    write_jsonl(out / "rejects.jsonl", rejects)
-    if not rows:
-        raise DataError(
-            f"no usable row: {len(rejects)} rejected (first reason: "
-            f"{rejects[0]['reason'] if rejects else 'no input rows'}); see {out / 'rejects.jsonl'}",
-            file=spec.source or "bundled traces")
-
-    split = save_splits(rows, out / DATASET_DIR, test_size=test_size, seed=seed)
 
     manifest = Manifest(product=PRODUCT)
     record_traces_input(manifest, spec.source, loaded, split=spec.split)
@@ -126,23 +143,56 @@ def build_rlkd_data(
                        "test_size": test_size, "seed": seed, "limit": spec.limit, "on_error": spec.on_error}
     manifest.prompt_versions = {SYSTEM_PROMPT: load_prompt(SYSTEM_PROMPT).version,
                                 "decomposer": dec.prompt_version}
-    steps = [r["n_teacher_steps"] for r in rows]
     by_stage: dict[str, int] = {}
     for r in rejects:
         by_stage[r.get("stage", "?")] = by_stage.get(r.get("stage", "?"), 0) + 1
     manifest.counts = {
         "traces": len(loaded.rows) + len(loaded.rejects), "ok": len(rows), "rejected": len(rejects),
         **{f"rejected_{k}": v for k, v in sorted(by_stage.items())},
-        "cached": cached, "train": split["train"], "test": split["test"],
-        "teacher_steps_min": min(steps), "teacher_steps_max": max(steps),
+        "failed_requests": len(request_errors), "cached": cached,
     }
     manifest.usage = usage.to_dict()
-    return finish_product(
-        manifest, out, t0, [f"{DATASET_DIR}/", "rejects.jsonl"], title="RLKD training data",
-        summary=("Problems for RLKD's GRPO stage, each with a `prompt` asking for `<think>` reasoning and a "
-                 "boxed answer in `<answer>`, the gold answer, and the teacher's reasoning decomposed once "
-                 "into meta-reasoning / sub-problem / answer steps (the structure reward's reference)."),
-        extra=card_details(rows[0], sum(steps) / len(steps)))
+    title = "RLKD training data"
+    summary = ("Problems for RLKD's GRPO stage, each with a `prompt` asking for `<think>` reasoning and a "
+               "boxed answer in `<answer>`, the gold answer, and the teacher's reasoning decomposed once "
+               "into meta-reasoning / sub-problem / answer steps (the structure reward's reference).")
+    if not rows:
+        return _fail(manifest, out, t0, rejects, pending, request_errors, spec, title, summary)
+
+    split = save_splits(rows, out / DATASET_DIR, test_size=test_size, seed=seed)
+    write_jsonl(out / "rejects.jsonl", rejects)
+    steps = [r["n_teacher_steps"] for r in rows]
+    manifest.counts.update({"train": split["train"], "test": split["test"],
+                            "teacher_steps_min": min(steps), "teacher_steps_max": max(steps)})
+    if request_errors:
+        console.print(f"[yellow]{len(request_errors)} decomposition request(s) failed "
+                      f"({failure_summary(request_errors)}); those traces are in rejects.jsonl[/yellow]")
+    return finish_product(manifest, out, t0, [f"{DATASET_DIR}/", "rejects.jsonl"], title=title,
+                          summary=summary, extra=card_details(rows[0], sum(steps) / len(steps)))
+
+
+def _fail(manifest: Manifest, out: Path, t0: float, rejects: list[dict[str, Any]],
+          pending: list[dict[str, Any]], request_errors: list[str], spec: TraceSpec, title: str,
+          summary: str) -> dict[str, Any]:
+    """No usable row: the manifest says the run failed and why, the dataset of an earlier run goes
+    (it would not match this manifest), the rejects stay for inspection; then the error is raised.
+
+    Exit 70 when every decomposition request failed (a model or server problem), else 65."""
+    import shutil
+
+    shutil.rmtree(out / DATASET_DIR, ignore_errors=True)
+    write_jsonl(out / "rejects.jsonl", rejects)
+    exc: RlkdError
+    if pending and len(request_errors) == len(pending):
+        message = (f"every decomposition request failed ({len(pending)} trace(s)): "
+                   f"{failure_summary(request_errors)}")
+        exc = RlkdError(message)
+    else:
+        message = (f"no usable row: {len(rejects)} rejected (first reason: "
+                   f"{rejects[0]['reason'] if rejects else 'no input rows'}); see {out / 'rejects.jsonl'}")
+        exc = DataError(message, file=spec.source or "bundled traces")
+    finish_product(manifest, out, t0, ["rejects.jsonl"], title=title, summary=summary, error=message)
+    raise exc
 
 
 def card_details(example: dict[str, Any], mean_steps: float) -> str:

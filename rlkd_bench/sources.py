@@ -1,8 +1,9 @@
 """Read teacher traces from anywhere into the traces schema.
 
-Sources: the bundled traces (default), a Hub dataset id, or a local jsonl / parquet / saved-dataset
-directory. Schemas: our own traces product, OpenThoughts-114k (metadata config), OpenR1-Math-220k
-(the first math-verify-correct generation is the teacher trace, as in the paper), or any table with
+Sources: the bundled traces (default), a Hub dataset id (owner/name), or a local jsonl / parquet /
+csv / tsv file, a saved-dataset directory or a folder of data files (``SOURCES_HELP``). Schemas:
+our own traces product, OpenThoughts-114k (metadata config), OpenR1-Math-220k (the first
+math-verify-correct generation is the teacher trace, as in the paper), or any table with
 ``--field name=column`` mappings.
 
 Local jsonl is read line by line so every error names the file, the line and the field; everything
@@ -31,6 +32,14 @@ DOMAIN_ALIASES = {
 }
 TRACE_FIELDS = ("id", "domain", "problem", "reasoning", "answer", "gold", "source", "verified")
 FORMATS = ("auto", "traces", "openr1", "openthoughts", "generic")
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+# local files read through `datasets` (builder, extra load_dataset arguments)
+TABLE_SUFFIXES: dict[str, tuple[str, dict[str, Any]]] = {
+    ".parquet": ("parquet", {}), ".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}),
+}
+SOURCES_HELP = ("a .jsonl/.json/.ndjson (JSON lines), .parquet, .csv or .tsv file, a saved dataset "
+                "directory, a folder of such data files, a traces product directory, or a Hub dataset "
+                "id (owner/name)")
 BUNDLED = "bundled"
 _NUMERIC_OK = {"id", "uuid", "gold", "answer"}
 
@@ -74,7 +83,9 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             why = "truncated last line" if i == last and not data.endswith(b"\n") else "malformed JSON"
-            yield i, DataError(f"{why} ({e.msg} at column {e.colno})", file=str(path), line=i)
+            # some messages end in "at" already ("Unterminated string starting at")
+            where = f"column {e.colno}" if e.msg.endswith(" at") else f"at column {e.colno}"
+            yield i, DataError(f"{why} ({e.msg} {where})", file=str(path), line=i)
             continue
         if not isinstance(obj, dict):
             yield i, DataError(f"expected a JSON object, got {type(obj).__name__}", file=str(path), line=i)
@@ -88,8 +99,9 @@ def _read_dataset(source: str, *, split: str, config: str | None) -> Iterator[Re
 
     p = Path(source)
     try:
-        if p.is_file() and p.suffix == ".parquet":
-            ds = datasets.load_dataset("parquet", data_files=str(p), split="train")
+        if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES:
+            builder, extra = TABLE_SUFFIXES[p.suffix.lower()]
+            ds = datasets.load_dataset(builder, data_files=str(p), split="train", **extra)
         elif p.is_dir() and ((p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()):
             ds = datasets.load_from_disk(str(p))
             if isinstance(ds, datasets.DatasetDict):
@@ -98,6 +110,12 @@ def _read_dataset(source: str, *, split: str, config: str | None) -> Iterator[Re
                 ds = ds[split]
         else:  # a Hub id, or a local folder of data files: the same call
             ds = datasets.load_dataset(source, name=config, split=split)
+    except ConnectionError as e:  # datasets' and huggingface_hub's "cannot reach the Hub"
+        raise ConfigError(hub_unreachable(source, e)) from None
+    except datasets.exceptions.DatasetGenerationError as e:  # a local file datasets cannot parse
+        cause = e.__cause__ or e
+        raise DataError(f"cannot read it as {p.suffix.lstrip('.') or 'data'}: {type(cause).__name__}: "
+                        f"{' '.join(str(cause).split())[:300]}", file=source) from None
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"cannot load traces from {source!r}: {e}") from e
     if len(ds) == 0:
@@ -106,15 +124,36 @@ def _read_dataset(source: str, *, split: str, config: str | None) -> Iterator[Re
         yield i, dict(row)
 
 
+def hub_unreachable(source: str, err: Exception) -> str:
+    """What to do when a Hub id cannot be looked up: the Hub is offline or unreachable."""
+    import os
+
+    offline = any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+                  for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    why = ("offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)" if offline
+           else f"the Hugging Face Hub is unreachable ({type(err).__name__})")
+    return (f"--traces {source!r} is not a local path, and it cannot be looked up as a Hub dataset: {why}. "
+            f"To use a local copy, download it where the Hub is reachable "
+            f"(`hf download {source} --repo-type dataset --local-dir DIR`) and pass --traces DIR, "
+            "or pass a local .jsonl/.parquet/.csv file")
+
+
 def read_records(source: str, *, split: str = "train", config: str | None = None) -> Iterator[Record]:
-    p = Path(source)
+    p = Path(source).expanduser()
     if p.is_dir() and (p / "traces.jsonl").exists():  # a traces product directory
         p = p / "traces.jsonl"
-    if p.is_file() and p.suffix in (".jsonl", ".json", ".ndjson"):
+    if p.is_file() and p.suffix.lower() in JSONL_SUFFIXES:
         return _read_jsonl(p)
-    if not p.exists() and (source.startswith((".", "/", "~")) or p.suffix):
-        raise ConfigError(f"no such file or directory: {source}")
-    return _read_dataset(source, split=split, config=config)
+    if p.is_file() and p.suffix.lower() not in TABLE_SUFFIXES:
+        raise ConfigError(f"--traces {source}: cannot read {p.suffix or 'a file without a suffix'}; "
+                          f"use {SOURCES_HELP}")
+    if not p.exists():
+        if source.startswith((".", "/", "~")) or p.suffix:
+            raise ConfigError(f"no such file or directory: {source}")
+        if "/" not in source.strip("/"):
+            raise ConfigError(f"--traces {source!r}: no such file or directory, and not a Hub dataset id "
+                              f"(those read owner/name); use {SOURCES_HELP}")
+    return _read_dataset(str(p) if p.exists() else source, split=split, config=config)
 
 
 # ---- normalising one record into the traces schema ---------------------------------------------
@@ -280,12 +319,19 @@ def detect_format(rec: dict[str, Any]) -> str | None:
 
 def parse_field_mappings(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
     """``("problem=question", ...)`` -> ``{"problem": "question"}``; bad syntax is a usage error."""
-    out = {}
+    out: dict[str, str] = {}
     for pair in pairs:
         name, sep, column = pair.partition("=")
         if not sep or not name.strip() or not column.strip():
             raise ConfigError(f"--field expects name=column, got {pair!r}")
-        out[name.strip()] = column.strip()
+        name = name.strip()
+        if name in out:
+            raise ConfigError(f"--field {name} is given twice ({name}={out[name]} and {pair}); "
+                              "map each field once")
+        out[name] = column.strip()
+    if "problem" in out and out.get("reasoning") == out["problem"]:
+        raise ConfigError(f"--field problem and --field reasoning both read column {out['problem']!r}; "
+                          "the reasoning trace must be a column of its own")
     return out
 
 

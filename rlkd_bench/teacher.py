@@ -28,6 +28,7 @@ from rlkd_bench.llm.redact import safe_url
 from rlkd_bench.structure import answer_tag, split_think
 
 KEEP = ("first", "all")
+PRODUCT = "traces"
 # DeepSeek-R1's recommended usage: no system prompt, the instruction in the user turn.
 TEACHER_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 TEACHER_PROMPT_VERSION = "teacher@" + hashlib.sha256(TEACHER_INSTRUCTION.encode()).hexdigest()[:10]
@@ -227,26 +228,52 @@ def build_generated_traces(
     """
     import time
 
-    from rlkd_bench.build import record_traces_input
+    from rlkd_bench.build import preflight
     from rlkd_bench.llm import make_engine
-    from rlkd_bench.products import Manifest, finish_product, write_jsonl
+    from rlkd_bench.products import check_out_dir, open_product
     from rlkd_bench.sources import load_traces
 
     t0 = time.time()
     out = Path(out)
+    check_out_dir(out, PRODUCT)
     loaded = load_traces(problems_source, problems_only=True, **(load or {}))
+    engine = engine or make_engine(teacher, options)
+    preflight(engine)  # e.g. no API key: stop before any output exists
+    with open_product(out, PRODUCT):
+        return _generate_and_save(problems_source, out, loaded, engine, teacher=teacher, n=n, keep=keep,
+                                  params=params, options=options, load=load, t0=t0)
+
+
+def _generate_and_save(problems_source: str | None, out: Path, loaded: Any, engine: Engine, *, teacher: str,
+                       n: int, keep: str, params: dict[str, Any] | None, options: EngineOptions | None,
+                       load: dict[str, Any] | None, t0: float) -> dict[str, Any]:
+    """The run itself, under the lock: sample, verify, write the product. Exit 70 (RlkdError) when
+    no request came back at all: the manifest then says the run failed."""
+    from rlkd_bench.build import failure_summary, record_traces_input
+    from rlkd_bench.errors import RlkdError
+    from rlkd_bench.products import Manifest, finish_product, write_jsonl
+
     problems = [p for p in loaded.rows if str(p.get("gold") or "").strip()]
     no_gold = [{"id": p["id"], "stage": "generate", "reason": "no gold answer to verify against"}
                for p in loaded.rows if not str(p.get("gold") or "").strip()]
-    engine = engine or make_engine(teacher, options)
+    sample_errors: list[str] = []
+    answered = 0
+
+    def count(problem: dict[str, Any], s: Sample) -> None:
+        nonlocal answered
+        if s.error is None:
+            answered += 1
+        elif not s.error.startswith(BUDGET_PREFIX):
+            sample_errors.append(s.error)
+
     rows, rejects = generate_traces(problems, engine, n=n, keep=keep, params=params,
-                                    progress=bool(options.progress) if options else True)
+                                    progress=bool(options.progress) if options else True, on_sample=count)
     stopped = [r for r in rejects if r["reason"].startswith(BUDGET_PREFIX)]
     rejects = list(loaded.rejects) + no_gold + [r for r in rejects if not r["reason"].startswith(BUDGET_PREFIX)]
     write_jsonl(out / "traces.jsonl", rows)
     write_jsonl(out / "rejects.jsonl", rejects)
 
-    manifest = Manifest(product="traces")
+    manifest = Manifest(product=PRODUCT)
     record_traces_input(manifest, problems_source, loaded, split=(load or {}).get("split", "train"),
                         name="problems")
     manifest.params = {"teacher": teacher, "n": n, "keep": keep, "sampling": dict(params or {}),
@@ -258,15 +285,27 @@ def build_generated_traces(
     manifest.counts = {"problems": len(loaded.rows) + len(loaded.rejects), "ok": len(rows),
                        "problems_solved": len({r["problem_id"] for r in rows}), "rejected": len(rejects),
                        "pending_budget": len(stopped), "requests": st.get("requests", 0),
-                       "cached": st.get("cache_hits", 0), "retries": st.get("retries", 0)}
+                       "cached": st.get("cache_hits", 0), "retries": st.get("retries", 0),
+                       "failed_requests": len(sample_errors)}
     manifest.usage = {k: st[k] for k in ("prompt_tokens", "completion_tokens", "cost_usd") if k in st}
+    error = None
+    if sample_errors and not answered:  # nothing came back: a model or server problem, not the data
+        error = f"every teacher request failed ({len(sample_errors)}): {failure_summary(sample_errors)}"
     rule = "the first correct sample (the paper's rule)" if keep == "first" else "every correct sample"
     result = finish_product(
         manifest, out, t0, ["traces.jsonl", "rejects.jsonl"], title="Generated teacher reasoning traces",
+        error=error,
         summary=(f"Teacher traces sampled from `{teacher}` ({n} samples per problem), split at `</think>` "
                  f"into reasoning and answer, checked against the gold answer with math-verify; kept: {rule}. "
                  "Rows follow the rlkd-bench traces schema (id, domain, problem, reasoning, answer, gold, "
                  "source, verified) plus problem_id and sample."))
+    if error is not None:
+        raise RlkdError(error + f"; the manifest in {out} says so")
+    if sample_errors:
+        from rlkd_bench.console import console
+
+        console.print(f"[yellow]{len(sample_errors)} teacher request(s) failed "
+                      f"({failure_summary(sample_errors)})[/yellow]")
     if stopped:
         from rlkd_bench.console import console
 

@@ -41,6 +41,7 @@ from rlkd_bench.sources import DOMAINS
 from rlkd_bench.structure import parse_steps, split_think, validate
 
 FALLBACK_DOMAIN = "math"
+RETRY_KEY = "_retry"  # on an item: the how-manieth --retry-rejects retry of this trace
 # Expected reply length for --estimate: a base plus a share of the trace's tokens (steps are terse,
 # but even a short trace gets a few ~40-token steps). A stated assumption, not a measurement.
 OUTPUT_BASE, OUTPUT_RATIO = 200, 0.2
@@ -138,6 +139,9 @@ class AnnotationResult(DecomposeResult):
     prompt_domain: str = ""
     domain_fallback: bool = False
     finish_reason: str | None = None
+    # a request failure that a rerun may fix (timeout, 5xx, 429) or not (HTTP 400: the same request
+    # fails again); the engine's Completion.retryable says which
+    retryable: bool = True
 
     @property
     def budget_stopped(self) -> bool:
@@ -245,21 +249,28 @@ class Annotator:
         return _Item(item=item, prompt=prompt, domain=domain, fallback=fallback)
 
     def request(self, st: _Item, attempt: int) -> ChatRequest:
-        """The request for one attempt; attempts after the first carry the previous problems."""
+        """The request for one attempt; attempts after the first carry the previous problems.
+
+        A trace retried by ``--retry-rejects`` carries its retry number (``RETRY_KEY``): it goes
+        into the request's cache identity (not into what is sent), so the retry is really sent
+        instead of being answered by the cached reply it was rejected for.
+        """
         feedback = ""
         if attempt > 1:
             feedback = retry_feedback(attempt, st.problems, st.finish_reason, self.max_tokens)
         msgs = st.prompt.messages(str(st.item.get("problem", "")), str(st.item.get("reasoning", "")),
                                   feedback=feedback)
-        return ChatRequest(messages=tuple(msgs), params=dict(self.params),
-                           prompt_version=st.prompt.version,
+        retry = st.item.get(RETRY_KEY)
+        version = f"{st.prompt.version}+retry{int(retry)}" if retry else st.prompt.version
+        return ChatRequest(messages=tuple(msgs), params=dict(self.params), prompt_version=version,
                            custom_id=f"{st.item.get('id', '')}#a{attempt}")
 
-    def _result(self, st: _Item, *, decomposition=None, error: str | None, attempts: int) -> AnnotationResult:
+    def _result(self, st: _Item, *, decomposition=None, error: str | None, attempts: int,
+                retryable: bool = True) -> AnnotationResult:
         return AnnotationResult(
             decomposition=decomposition, raw=st.raw, error=error, usage=st.usage, cached=st.all_cached,
             attempts=attempts, prompt_version=st.prompt.version, prompt_domain=st.domain,
-            domain_fallback=st.fallback, finish_reason=st.finish_reason,
+            domain_fallback=st.fallback, finish_reason=st.finish_reason, retryable=retryable,
         )
 
     def _judge(self, st: _Item, comp: Completion, attempt: int, last: bool) -> AnnotationResult | None:
@@ -270,7 +281,8 @@ class Annotator:
             err = comp.error or "no text in the reply"
             if err.startswith(BUDGET_PREFIX):
                 return self._result(st, error=err, attempts=attempt - 1)
-            return self._result(st, error=f"{REQUEST_ERROR_PREFIX} {err}", attempts=attempt)
+            return self._result(st, error=f"{REQUEST_ERROR_PREFIX} {err}", attempts=attempt,
+                                retryable=getattr(comp, "retryable", True))
         st.raw, st.finish_reason = comp.text, comp.finish_reason
         # a reasoning model's thinking may hold draft tags: only what follows </think> counts
         parts = split_think(comp.text)
