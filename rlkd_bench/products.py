@@ -340,7 +340,10 @@ class Manifest:
         self.inputs[name] = entry
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """The manifest as plain data, secrets scrubbed (it goes into the card and to the Hub)."""
+        from rlkd_bench.llm.redact import scrub
+
+        return scrub({k: getattr(self, k) for k in self.__dataclass_fields__})
 
     def write(self, out_dir: str | os.PathLike) -> Path:
         path = Path(out_dir) / MANIFEST

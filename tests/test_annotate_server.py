@@ -245,6 +245,7 @@ def test_traces_generate_command_writes_the_product(memorised_server, tmp_path):
     assert manifest["counts"]["ok"] == 1 and manifest["counts"]["rejected"] == 1
     assert manifest["prompt_versions"]["teacher"].startswith("teacher@")
     assert manifest["params"]["sampling"] == {"temperature": 0.0, "top_p": 0.95, "max_tokens": 24}
+    assert manifest["usage"]["price_source"].startswith("unknown")  # a local server: no price
     assert "first correct sample" in (out / "README.md").read_text()
 
     counter.reset()  # the rerun is free
@@ -339,6 +340,7 @@ def test_build_gsrm_data_survives_faults_and_counts_retries(tiny_server, tmp_pat
     manifest = json.loads((out / "manifest.json").read_text())
     counts = manifest["counts"]
     assert counts["engine_retries"] == 3 and counts["engine_failures"] == 0
+    assert manifest["usage"]["price_source"].startswith("unknown")  # which prices the cost used
     assert counts["engine_sent"] == 5 and counter.count == 5 + 3
     assert counts["ok"] + counts["rejected"] == 5 and counts["pending"] == 0
     ids = _ids(out / "annotations.jsonl") + _ids(out / "rejects.jsonl")

@@ -142,8 +142,6 @@ def test_gsrm_url_with_credentials_lists_its_models(server):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the stage (rlkd_data.py, H4's) writes the raw --decomposer spec into "
-                   "manifest params; fixed when Manifest/card writing goes through llm.redact.scrub")
 def test_cli_gsrm_url_with_credentials_finds_its_model(server, tmp_path):
     base_url, model_id, counter = server
     pw, qs = "pw-gsrm-3e9d", "QS-gsrm-88c2"

@@ -32,6 +32,9 @@ class DecomposeResult:
     usage: Usage = field(default_factory=Usage)
     cached: bool = False
     attempts: int = 1
+    # a request failure a rerun may fix (timeout, 5xx, 429) or not (HTTP 400: the same request fails
+    # again); the engine's Completion.retryable says which
+    retryable: bool = True
 
     @property
     def ok(self) -> bool:

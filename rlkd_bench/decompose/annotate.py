@@ -139,9 +139,6 @@ class AnnotationResult(DecomposeResult):
     prompt_domain: str = ""
     domain_fallback: bool = False
     finish_reason: str | None = None
-    # a request failure that a rerun may fix (timeout, 5xx, 429) or not (HTTP 400: the same request
-    # fails again); the engine's Completion.retryable says which
-    retryable: bool = True
 
     @property
     def budget_stopped(self) -> bool:
@@ -242,6 +239,12 @@ class Annotator:
             out.update({f"engine_{k}": eng[k] for k in ("sent", "cache_hits", "retries", "failures",
                                                           "budget_skipped") if k in eng})
         return out
+
+    def price_source(self) -> str | None:
+        """Where the prices behind the cost figures came from (genai-prices, an override, none)."""
+        if self._engine is None or not hasattr(self._engine, "summary"):
+            return None
+        return self._engine.summary().get("price_source")
 
     def _state(self, item: dict[str, Any]) -> _Item:
         domain, fallback = prompt_domain(item.get("domain"))

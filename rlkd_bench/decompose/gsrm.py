@@ -52,7 +52,8 @@ def parse_reply(completion: Completion) -> DecomposeResult:
         return DecomposeResult(decomposition=None, raw=completion.text or "",
                                error=f"{REQUEST_ERROR_PREFIX} {completion.error}"
                                if not (completion.error or "").startswith(BUDGET_PREFIX) else completion.error,
-                               usage=completion.usage, cached=completion.cached)
+                               usage=completion.usage, cached=completion.cached,
+                               retryable=getattr(completion, "retryable", True))
     text = completion.text or ""
     decomposition = parse_steps(text)
     problems = validate(decomposition)
