@@ -3,14 +3,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 OUT ?= outputs
-CONFIG ?= recipes/configs/gsrm_tiny.yaml
+CONFIG ?=
 NUM_GPUS ?= 1
 DATA ?=
 ACCELERATE_CONFIG ?= recipes/accelerate/zero3.yaml
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint fmt train-gsrm bench clean
+.PHONY: install demo test lint fmt train-gsrm train-rlkd bench clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,7 @@ demo: install
 # $(OUT)/gsrm-data with the offline annotator. NUM_GPUS > 1 launches with accelerate + DeepSpeed:
 #   make train-gsrm CONFIG=recipes/configs/gsrm_qwen7b.yaml NUM_GPUS=8 DATA=outputs/gsrm-data
 # TRAIN_ARGS takes config overrides, e.g. TRAIN_ARGS="output_dir=outputs/gsrm max_steps=100".
+train-gsrm: CONFIG_FILE = $(or $(CONFIG),recipes/configs/gsrm_tiny.yaml)
 train-gsrm: install
 	@data="$(DATA)"; \
 	if [ -z "$$data" ]; then \
@@ -37,9 +38,34 @@ train-gsrm: install
 	fi; \
 	if [ "$(NUM_GPUS)" -gt 1 ]; then \
 	  set -x; $(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(NUM_GPUS) \
-	    recipes/train_gsrm.py --config $(CONFIG) data="$$data" $(TRAIN_ARGS); \
+	    recipes/train_gsrm.py --config $(CONFIG_FILE) data="$$data" $(TRAIN_ARGS); \
 	else \
-	  set -x; $(PY) recipes/train_gsrm.py --config $(CONFIG) data="$$data" $(TRAIN_ARGS); \
+	  set -x; $(PY) recipes/train_gsrm.py --config $(CONFIG_FILE) data="$$data" $(TRAIN_ARGS); \
+	fi
+
+# RLKD and its baselines (recipes/train_rlkd.py; the config's `mode` picks rlkd, grpo or sft).
+# Default: RLKD on the tiny offline model, CPU, under a minute; a config that reads outputs/rlkd-data
+# gets $(OUT)/rlkd-data, built first (heuristic decomposer) when missing. DATA=DIR trains on DIR.
+# NUM_GPUS > 1 launches with accelerate + DeepSpeed ZeRO-3 (pip install -e ".[gpu]"); the paper's
+# configs need their vLLM servers up first (recipes/README.md):
+#   make train-rlkd CONFIG=recipes/configs/rlkd_r1distill7b.yaml NUM_GPUS=5
+# TRAIN_ARGS takes overrides (key=value or --key value), e.g. TRAIN_ARGS="max_steps=50 output_dir=outputs/r".
+train-rlkd: CONFIG_FILE = $(or $(CONFIG),recipes/configs/rlkd_tiny.yaml)
+train-rlkd: install
+	@data="$(DATA)"; \
+	if [ -z "$$data" ] && grep -Eq '^dataset:[[:space:]]*outputs/rlkd-data[[:space:]]*(#.*)?$$' "$(CONFIG_FILE)"; then \
+	  data="$(OUT)/rlkd-data"; \
+	  if [ ! -f "$$data/dataset/dataset_dict.json" ]; then \
+	    $(VENV)/bin/rlkd-bench build-rlkd-data --out "$$data" --no-progress || exit $$?; \
+	  fi; \
+	fi; \
+	set -- --config "$(CONFIG_FILE)"; \
+	if [ -n "$$data" ]; then set -- "$$@" dataset="$$data"; fi; \
+	if [ "$(NUM_GPUS)" -gt 1 ]; then \
+	  set -x; $(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(NUM_GPUS) \
+	    recipes/train_rlkd.py "$$@" $(TRAIN_ARGS); \
+	else \
+	  set -x; $(PY) recipes/train_rlkd.py "$$@" $(TRAIN_ARGS); \
 	fi
 
 test: install

@@ -7,7 +7,7 @@ import click
 from rlkd_bench import __version__
 from rlkd_bench.build import TraceSpec, build_gsrm_data, build_traces, print_summary
 from rlkd_bench.console import summary
-from rlkd_bench.errors import ConfigError, RlkdError
+from rlkd_bench.errors import EXIT_RUNTIME, ConfigError, RlkdError
 from rlkd_bench.sources import FORMATS, parse_field_mappings
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -25,6 +25,10 @@ class RlkdGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted; finished rows are kept: rerun the same command to resume.", err=True)
             ctx.exit(130)
+        except OSError as e:  # the disk or the filesystem refused (full, read-only, permissions)
+            where = f": {e.filename}" if getattr(e, "filename", None) else ""
+            click.secho(f"error: {e.strerror or e}{where}", fg="red", err=True)
+            ctx.exit(EXIT_RUNTIME)
 
 
 @click.group(cls=RlkdGroup, context_settings=CONTEXT)
@@ -39,6 +43,8 @@ def cli() -> None:
       rlkd-bench build-gsrm-data  traces -> step annotations -> GSRM SFT set
       make train-gsrm             the GSRM checkpoint (recipes/train_gsrm.py)
       rlkd-bench build-rlkd-data  RL training set with precomputed teacher steps
+      make train-rlkd             RLKD (or a baseline) on TRL (recipes/train_rlkd.py)
+      rlkd-bench report           plots and a table of final figures from training runs
       rlkd-bench publish          push a product or checkpoint to the Hugging Face Hub
 
     \b
@@ -54,8 +60,9 @@ def trace_options(f):
     """The options that say where traces come from (shared by the commands that read traces)."""
     opts = [
         click.option("--traces", "source", metavar="SOURCE", default=None,
-                     help="Hub dataset id, local .jsonl/.parquet file, saved dataset dir or traces "
-                          "product dir. Default: the bundled traces."),
+                     help="Hub dataset id (owner/name), local .jsonl/.json/.parquet/.csv/.tsv file, saved "
+                          "dataset dir, folder of data files or traces product dir. Default: the bundled "
+                          "traces."),
         click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
                      help="Input schema; auto detects traces, OpenR1-Math-220k and OpenThoughts."),
         click.option("--field", "fields", multiple=True, metavar="NAME=COLUMN",
@@ -86,8 +93,10 @@ def engine_options(f):
         click.option("--base-url", default=None, metavar="URL",
                      help="OpenAI-compatible endpoint (vllm serve, transformers serve, ...). "
                           "Default: api.openai.com."),
-        click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, metavar="NAME",
-                     help="Environment variable that holds the API key (the key is never written)."),
+        click.option("--api-key-env", default=None, metavar="NAME",
+                     help="Environment variable that holds the API key (the key is never written). "
+                          "Default: OPENAI_API_KEY, sent to api.openai.com only; another --base-url gets a "
+                          "key only when this names it (over https, or plain http to loopback)."),
         click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
                      help="Requests in flight at once."),
         click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=120.0,
@@ -110,10 +119,20 @@ def engine_options(f):
     return f
 
 
+def _check_test_size(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    from rlkd_bench.products import check_test_size
+
+    try:
+        return check_test_size(value)
+    except ConfigError as e:
+        raise click.BadParameter(str(e).removeprefix("--test-size "), ctx=ctx, param=param) from None
+
+
 def split_options(f):
     """--seed and --test-size of the train/test split a product is saved with."""
     f = click.option("--test-size", type=click.FloatRange(min=0), default=0.1, show_default=True,
-                     help="Test split: a fraction (<1) or a number of rows (>=1).")(f)
+                     callback=_check_test_size,
+                     help="Test split: a fraction (<1) or a whole number of rows (>=1).")(f)
     return click.option("--seed", type=int, default=0, show_default=True,
                         help="Seed of the train/test split.")(f)
 
@@ -212,7 +231,8 @@ def traces_cmd(source, fmt, fields, split, config_name, on_error, limit, verify,
 @split_options
 @click.option("--estimate", is_flag=True, help="Print requests, tokens and cost; call nothing.")
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming what OUT holds.")
-@click.option("--retry-rejects", is_flag=True, help="Annotate again the rows rejected last time.")
+@click.option("--retry-rejects", is_flag=True,
+              help="Annotate again the rows rejected last time (sent again, not answered from the cache).")
 @click.option("--progress/--no-progress", "show_progress", default=True, help="Show progress bars.")
 def build_gsrm_data_cmd(source, fmt, fields, split, config_name, on_error, limit, verify, annotator,
                         annotator_max_tokens, max_invalid_retries, out, seed, test_size, estimate, overwrite,
@@ -223,7 +243,8 @@ def build_gsrm_data_cmd(source, fmt, fields, split, config_name, on_error, limit
     "So the final answer is:". Valid annotations go to OUT/annotations.jsonl, invalid ones to
     OUT/rejects.jsonl with the reason, and OUT/sft is a datasets.DatasetDict (train/test) whose
     `messages` column is the GSRM's conversation (system, user: problem + trace, assistant: steps).
-    A rerun resumes: finished rows are kept and cached requests are not paid again.
+    A rerun resumes: finished rows are kept and cached requests are not paid again; a row whose
+    trace (problem, reasoning, domain) changed since is annotated again, and the run says which.
 
     \b
     Examples:
@@ -336,6 +357,123 @@ def publish_cmd(directory, repo_id, private, dry_run, message):
         return
     url = publish(plan, commit_message=message)
     click.echo(f"published {plan.repo_type} {plan.repo_id}: {url}")
+
+
+# ---- evaluation: lm-eval tasks -----------------------------------------------------------------
+
+
+@cli.command("tasks-path")
+def tasks_path_cmd():
+    """Print the folder of the RLKD lm-eval tasks, for `lm_eval --include_path`.
+
+    \b
+    Example:
+      lm_eval --model hf --model_args pretrained=DIR --tasks rlkd_structure \\
+          --include_path "$(rlkd-bench tasks-path)" --apply_chat_template
+    """
+    from rlkd_bench.tasks import tasks_path
+
+    click.echo(str(tasks_path()))
+
+
+@cli.command("eval")
+@click.argument("model")
+@click.option("--tasks", "task_list", required=True, metavar="NAMES",
+              help="Comma-separated: rlkd_structure, rlkd_diversity, rlkd_reasoning (rlkd_aime24, "
+                   "rlkd_math500, rlkd_gpqa_diamond), or any lm-eval task.")
+@click.option("--model-backend", type=click.Choice(["hf", "vllm", "local-completions"]), default="hf",
+              show_default=True, help="lm-eval model backend (vllm needs a GPU; local-completions a server).")
+@click.option("--base-url", default=None, metavar="URL",
+              help="Server for local-completions, e.g. http://localhost:8000/v1 (vllm serve).")
+@click.option("--model-args", default=None, metavar="K=V,...", help="Extra lm-eval model arguments.")
+@click.option("--limit", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Problems per task (N, or a fraction < 1); for smoke tests.")
+@click.option("--output-path", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Write DIR/results.json and DIR/samples_<task>.jsonl.")
+@click.option("--decomposer", default=None, metavar="SPEC",
+              help="Who decomposes the model's thinking for the structure metrics: heuristic (default; "
+                   "$RLKD_DECOMPOSER), gsrm:<checkpoint> or gsrm:http://host:port/v1.")
+@click.option("--matcher", default=None, metavar="SPEC",
+              help="Who judges steps the same: lexical (default; $RLKD_MATCHER), exact, embedding, "
+                   "judge:http://host:port/v1.")
+@click.option("--eval-data", default=None, metavar="SOURCE",
+              help="Problems with teacher steps for rlkd_structure/rlkd_diversity: bundled (default; "
+                   "$RLKD_EVAL_DATA), an rlkd-data product dir (its test split), a file or a Hub id.")
+@click.option("--prompt", type=click.Choice(["rlkd", "r1"]), default=None,
+              help="rlkd: the RLKD training prompt (system turn, <think>/<answer>); r1: no system turn, "
+                   "'reason step by step' after the problem. Default: rlkd for the structure tasks, r1 "
+                   "for the accuracy suite.")
+@click.option("--metadata", "metadata_json", default=None, metavar="JSON",
+              help='More task metadata, e.g. \'{"math500_data": "math500.jsonl"}\' for a local copy.')
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="Samples per problem for the sampled tasks (default: each task's own).")
+@click.option("--max-gen-toks", type=click.IntRange(min=1), default=None,
+              help="Longest completion (default: 8192 structure tasks, 32768 accuracy suite).")
+@click.option("--batch-size", default="1", show_default=True, help="lm-eval batch size (or auto).")
+@click.option("--device", default=None, help="Device for hf (default: cuda when there is one, else cpu).")
+@click.option("--chat-template/--no-chat-template", default=True, show_default=True,
+              help="Apply the model's chat template (the paper's protocol).")
+@click.option("--log-samples/--no-log-samples", default=True, show_default=True,
+              help="Keep every completion and its metrics (samples_<task>.jsonl).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (hf, vllm).")
+def eval_cmd(model, task_list, model_backend, base_url, model_args, limit, output_path, decomposer, matcher,
+             eval_data, prompt, metadata_json, repeats, max_gen_toks, batch_size, device, chat_template,
+             log_samples, seed):
+    """Evaluate MODEL on the RLKD lm-eval tasks (lm_eval.simple_evaluate, tasks folder set).
+
+    \b
+    Examples:
+      rlkd-bench eval outputs/student --tasks rlkd_structure,rlkd_diversity --limit 20
+      rlkd-bench eval deepseek-ai/DeepSeek-R1-Distill-Qwen-7B --tasks rlkd_reasoning \\
+          --model-backend vllm --output-path outputs/eval-r1
+      rlkd-bench eval outputs/student --tasks rlkd_structure --eval-data outputs/rlkd-data \\
+          --decomposer gsrm:http://localhost:8001/v1 --matcher judge:http://localhost:8002/v1
+    """
+    import json
+
+    from rlkd_bench.evaluate import run_eval, summary_rows
+
+    try:
+        metadata = json.loads(metadata_json) if metadata_json else None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--metadata is not valid JSON: {e}") from None
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ConfigError("--metadata must be a JSON object")
+    tasks = [t.strip() for t in task_list.split(",") if t.strip()]
+    n = int(limit) if limit and limit >= 1 else limit
+    results = run_eval(model, tasks, backend=model_backend, model_args=model_args, base_url=base_url, limit=n,
+                       output_path=output_path, decomposer=decomposer, matcher=matcher, eval_data=eval_data,
+                       prompt=prompt, metadata=metadata, repeats=repeats, max_gen_toks=max_gen_toks,
+                       batch_size=int(batch_size) if batch_size.isdigit() else batch_size, device=device,
+                       chat_template=chat_template, log_samples=log_samples, seed=seed)
+    rows = summary_rows(results)
+    rows["wall time (s)"] = results.get("rlkd", {}).get("wall_s", 0.0)
+    if output_path:
+        rows["results"] = f"{output_path}/results.json"
+    summary(f"eval {model}", rows)
+
+
+@cli.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(), metavar="RUN_DIR...")
+@click.option("--out", type=click.Path(file_okay=False), default="outputs/report", show_default=True,
+              help="Where the PNG plots, table.md, REPORT.md and summary.json go.")
+def report_cmd(run_dirs, out):
+    """Plot training runs side by side and tabulate their final figures.
+
+    Each RUN_DIR is a checkpoint written by `make train-rlkd` (or any dir with a TRL
+    trainer_state.json): every reward component, completion length, structure alignment and its
+    detail metrics over steps, one line per run, labelled by run name. No display needed.
+
+    \b
+    Example:
+      rlkd-bench report outputs/rlkd-tiny outputs/grpo-tiny outputs/sft-tiny --out outputs/report
+    """
+    from rlkd_bench.report import write_report
+
+    result = write_report(list(run_dirs), out)
+    summary("report", {"runs": ", ".join(result["runs"]), "plots": ", ".join(result["plots"]) or "none",
+                       "table": f"{out}/{result['table']}", "report": f"{out}/{result['report']}"})
+    click.echo(f"{out}/{result['report']}")
 
 
 def main() -> None:

@@ -123,6 +123,19 @@ def load_config(path: str | Path, cls: type[T], overrides: list[str] | tuple[str
     Errors are ConfigError naming the file and the key (overrides are named as such).
     """
     path = Path(path)
+    raw = read_yaml(path)
+    cfg = from_dict(cls, raw, source=str(path))  # the file alone first, so its errors name it
+    if not overrides:
+        return cfg
+    for item in overrides:
+        _apply_override(raw, item)
+    return from_dict(cls, raw, source=f"{path} with overrides {' '.join(overrides)}")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a mapping; a missing file, bad YAML (with its line) or a top level
+    that is not a mapping is a ConfigError naming the file."""
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -132,15 +145,10 @@ def load_config(path: str | Path, cls: type[T], overrides: list[str] | tuple[str
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values, not {type(raw).__name__}")
-    cfg = from_dict(cls, raw, source=str(path))  # the file alone first, so its errors name it
-    if not overrides:
-        return cfg
-    for item in overrides:
-        _apply_override(raw, item)
-    return from_dict(cls, raw, source=f"{path} with overrides {' '.join(overrides)}")
+    return raw
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "<config>", prefix: str = "") -> T:
@@ -171,6 +179,20 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False, allow_unicode=True)
+
+
+def check_value(value: Any, tp: Any, *, source: str, key: str) -> Any:
+    """Check one value against a field type (as ``load_config`` does), for config readers built on
+    other parsers (``rlkd_bench.rl`` on TRL's). Types this module does not know (enums, classes)
+    pass unchecked; the parser that owns them checks them."""
+    try:
+        return _coerce(value, tp, source=source, key=key)
+    except _UnsupportedType:
+        return value
+
+
+class _UnsupportedType(ConfigError):
+    """A field type ``_coerce`` cannot check (an enum, a class): the owner of the type checks it."""
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -239,11 +261,11 @@ def _coerce(value: Any, tp: Any, *, source: str, key: str) -> Any:
         if not isinstance(value, dict):
             raise bad()
         return from_dict(tp, value, source=source, prefix=f"{key}.")
-    if origin is dict:
+    if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise bad()
         return dict(value)
-    if origin in (list, tuple):
+    if origin in (list, tuple) or tp in (list, tuple):
         if not isinstance(value, list):
             raise bad()
         (item_tp, *_) = get_args(tp) or (Any,)
@@ -269,4 +291,4 @@ def _coerce(value: Any, tp: Any, *, source: str, key: str) -> Any:
         if isinstance(value, str):
             return value
         raise bad()
-    raise ConfigError(f"{source}: key '{key}': unsupported config type {tp!r}")
+    raise _UnsupportedType(f"{source}: key '{key}': unsupported config type {tp!r}")

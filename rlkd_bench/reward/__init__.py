@@ -1,2 +1,3 @@
-"""The structure reward: the rule (``align``), matchers (``matchers``) and TRL reward functions
-(``rewards``: a registry by name)."""
+"""The structure reward, in layers: the rule (``align``: pure), matchers (``matchers``: who decides
+"same"), the batched scorer (``scorer.StructureScorer``: decomposer + matcher + rule, one timeout
+per call) and the TRL reward functions (``rewards``: a registry by name)."""

@@ -110,17 +110,19 @@ def needed(teacher: Decomposition, student: Decomposition,
     """
     out: list[Comparison] = []
     pairs = _pairs(teacher, student)
-    prefix_known = True
+    failed = False
     for t, s in pairs:
         c = Comparison(META, t.meta, s.meta)
         v = verdicts.get(c, ...)
         if v is ...:
             out.append(c)
-            prefix_known = False
         elif v is None or v is False:
+            failed = v is None
             break
-    if out or not prefix_known:
+    if out:
         return list(dict.fromkeys(out))
+    if failed:  # the prefix reaches a failed verdict: the rule cannot score, asking more is waste
+        return []
     for t, s in pairs:
         if verdicts.get(Comparison(META, t.meta, s.meta)) is not True:
             break

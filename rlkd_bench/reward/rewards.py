@@ -1,0 +1,230 @@
+"""TRL reward functions for RLKD, registered by name so a YAML config lists them.
+
+``get_reward_funcs(["accuracy", "format", "tag_count", "structure"], structure={...})`` returns
+callables with TRL 1.16's reward signature, ``f(prompts, completions, completion_ids=..., **columns,
+trainer_state=..., log_extra=..., log_metric=...) -> list[float | None]``, whose ``__name__`` is the
+registry name (TRL logs ``rewards/<name>/mean``). Completions may be strings or conversational
+lists of messages. ``structure`` is async, so TRL runs it alongside the other rewards; it carries
+its own timeout, and every completion it cannot score gets None (left out of the advantage by
+TRL) and is counted in the logs, never a silent 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rlkd_bench.answers import last_boxed
+from rlkd_bench.errors import ConfigError, DataError
+from rlkd_bench.llm.base import EngineOptions
+from rlkd_bench.reward.matchers import mv_parse, mv_verify, parse_math
+from rlkd_bench.structure import answer_tag, split_think
+
+log = logging.getLogger("rlkd_bench.reward")
+
+MAKER = "`rlkd-bench build-rlkd-data` (the rlkd-data product)"
+RewardFunc = Callable[..., Any]
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def completion_text(completion: Any) -> str:
+    """The text of a completion: a string, or the assistant content of a list of messages."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return str(completion.get("content") or "")
+    if isinstance(completion, (list, tuple)):
+        parts = [m.get("content") for m in completion if isinstance(m, dict) and m.get("role", "assistant") == "assistant"]
+        return "".join(str(p) for p in parts if p)
+    return "" if completion is None else str(completion)
+
+
+def prompt_problem(prompt: Any) -> str:
+    """The last user turn of a conversational prompt (or the prompt string itself)."""
+    if isinstance(prompt, (list, tuple)):
+        users = [m.get("content") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        return str(users[-1]) if users else ""
+    return "" if prompt is None else str(prompt)
+
+
+def column(kwargs: dict[str, Any], name: str, n: int, reward: str) -> list[Any]:
+    """A dataset column TRL passed, checked; a missing one is a DataError that says who makes it."""
+    if name not in kwargs or kwargs[name] is None:
+        present = sorted(k for k in kwargs if k not in ("trainer_state", "log_extra", "log_metric", "completion_ids"))
+        raise DataError(f"the '{reward}' reward needs the dataset column '{name}', which this dataset lacks "
+                        f"(columns: {', '.join(present) or 'none'}); it is made by {MAKER}", field=name)
+    values = list(kwargs[name])
+    if len(values) != n:
+        raise DataError(f"column '{name}' has {len(values)} values for {n} completions", field=name)
+    return values
+
+
+# -- accuracy, format, tag count ---------------------------------------------------------------
+def extract_answer(text: str) -> str | None:
+    """The final answer of a completion: after ``</think>`` when present, the ``<answer>`` block
+    (its ``\\boxed{}`` when it has one), else the last ``\\boxed{}``; None when there is none."""
+    split = split_think(text)
+    tail = split.answer if split.closed else text
+    tagged = answer_tag(tail)
+    if tagged is not None:
+        boxed = last_boxed(tagged)
+        return boxed if boxed is not None else (tagged or None)
+    return last_boxed(tail)
+
+
+def accuracy(prompts: list, completions: list, completion_ids: list | None = None, **kwargs: Any) -> list[float | None]:
+    """1.0 when the answer equals the gold answer under math-verify, else 0.0; None when the
+    gold itself does not parse as math (the row cannot be scored, not a wrong answer)."""
+    golds = column(kwargs, "gold", len(completions), "accuracy")
+    out: list[float | None] = []
+    for comp, gold in zip(completions, golds, strict=True):
+        g = parse_math(str(gold or ""))
+        if g is None:
+            out.append(None)
+            continue
+        ans = extract_answer(completion_text(comp))
+        out.append(1.0 if ans is not None and mv_verify(g, mv_parse(ans)) else 0.0)
+    return out
+
+
+_FORMAT = re.compile(r"^\s*(?:<think>)?(.*?)</think>\s*<answer>(.*?)</answer>\s*$", re.DOTALL)
+_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+def _think_open_ok(text: str) -> bool:
+    """``<think>`` once, or not at all when ``</think>`` is there (R1 templates open it in the prompt)."""
+    n = text.count("<think>")
+    return n == 1 and text.lstrip().startswith("<think>") or (n == 0 and text.count("</think>") == 1)
+
+
+def format_reward(prompts: list, completions: list, completion_ids: list | None = None,
+                  **kwargs: Any) -> list[float]:
+    """1.0 for ``<think>..</think><answer>..</answer>`` with each tag once and non-empty parts."""
+    out = []
+    for comp in completions:
+        text = completion_text(comp)
+        m = _FORMAT.match(text)
+        ok = (m is not None and _think_open_ok(text) and all(text.count(t) == 1 for t in _TAGS[1:])
+              and bool(m.group(1).strip()) and bool(m.group(2).strip()))
+        out.append(1.0 if ok else 0.0)
+    return out
+
+
+format_reward.__name__ = format_reward.__qualname__ = "format"
+
+
+def tag_count(prompts: list, completions: list, completion_ids: list | None = None, **kwargs: Any) -> list[float]:
+    """0.25 for each of the four tags used exactly once (a partial credit that shapes early RL)."""
+    out = []
+    for comp in completions:
+        text = completion_text(comp)
+        score = 0.25 * _think_open_ok(text) + sum(0.25 * (text.count(t) == 1) for t in _TAGS[1:])
+        out.append(score)
+    return out
+
+
+# -- structure ---------------------------------------------------------------------------------
+STRUCTURE_KEYS = ("decomposer", "matcher", "normalize", "timeout_s", "gsrm_engine", "engine_options")
+
+
+def make_structure_reward(config: dict[str, Any] | None = None) -> RewardFunc:
+    """The async ``structure`` reward from its config (keys: ``STRUCTURE_KEYS``)."""
+    from rlkd_bench.reward.scorer import (
+        DECOMPOSE_FAILED,
+        JUDGE_FAILED,
+        NO_THINK_END,
+        TIMEOUT,
+        StructureScorer,
+    )
+
+    cfg = dict(config or {})
+    unknown = sorted(set(cfg) - set(STRUCTURE_KEYS))
+    if unknown:
+        raise ConfigError(f"structure reward: unknown option {unknown[0]!r}; known: {', '.join(STRUCTURE_KEYS)}")
+    eo = cfg.pop("engine_options", None)
+    if isinstance(eo, dict):
+        try:
+            eo = EngineOptions(**{"progress": False, **eo})
+        except TypeError as e:
+            raise ConfigError(f"structure reward: engine_options: {e}") from None
+    scorer = StructureScorer(**cfg, engine_options=eo)
+    counts = {"completions": 0, "failed": 0, "decompose_failed": 0, "judge_failed": 0, "no_think_end": 0,
+              "timeouts": 0}
+
+    async def structure(prompts: list, completions: list, completion_ids: list | None = None,
+                        **kwargs: Any) -> list[float | None]:
+        n = len(completions)
+        teacher = column(kwargs, "teacher_steps", n, "structure")
+        problems = (column(kwargs, "problem", n, "structure") if "problem" in kwargs
+                    else [prompt_problem(p) for p in prompts])
+        outcomes = await scorer.ascore([str(p or "") for p in problems],
+                                       [completion_text(c) for c in completions], teacher)
+        rewards = [o.reward(scorer.normalize) for o in outcomes]
+        errs = [o.error or "" for o in outcomes]
+        share = {
+            "failed": sum(r is None for r in rewards),
+            "decompose_failed": sum(e.startswith(DECOMPOSE_FAILED) for e in errs),
+            "judge_failed": sum(e.startswith(JUDGE_FAILED) for e in errs),
+            "no_think_end": sum(e == NO_THINK_END for e in errs),
+            "timeouts": sum(e == TIMEOUT for e in errs),
+        }
+        counts["completions"] += n
+        for k, v in share.items():
+            counts[k] += v
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric) and n:
+            for k, v in share.items():
+                log_metric(f"structure/{k}", v / n)
+            ok = [o.alignment for o in outcomes if o.ok]
+            if ok:
+                log_metric("structure/matched_prefix", sum(a.matched_prefix for a in ok) / len(ok))
+                log_metric("structure/halvings", sum(a.halvings for a in ok) / len(ok))
+                log_metric("structure/student_steps", sum(a.n_student for a in ok) / len(ok))
+                log_metric("structure/teacher_steps", sum(a.n_teacher for a in ok) / len(ok))
+                log_metric("structure/raw_score", sum(a.score for a in ok) / len(ok))
+        log_extra = kwargs.get("log_extra")
+        if callable(log_extra):
+            log_extra("structure_error", errs)
+            log_extra("structure_prefix", [o.alignment.matched_prefix if o.ok else None for o in outcomes])
+            log_extra("structure_steps", [len(o.decomposition) if o.decomposition is not None else None
+                                          for o in outcomes])
+        return rewards
+
+    structure.scorer = scorer  # type: ignore[attr-defined]
+    structure.counts = counts  # type: ignore[attr-defined]
+    return structure
+
+
+# -- the registry ------------------------------------------------------------------------------
+REWARD_FUNCS: dict[str, Callable[[dict[str, Any] | None], RewardFunc]] = {
+    "accuracy": lambda _cfg: accuracy,
+    "format": lambda _cfg: format_reward,
+    "tag_count": lambda _cfg: tag_count,
+    "structure": make_structure_reward,
+}
+# which dataset columns each reward reads (a recipe can check a dataset before training)
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {"accuracy": ("gold",), "format": (), "tag_count": (),
+                                                "structure": ("teacher_steps",)}
+
+
+def get_reward_funcs(names: Sequence[str], *, structure: dict[str, Any] | None = None) -> list[RewardFunc]:
+    """The reward functions for ``names``, in order; ``structure`` configures the structure reward."""
+    if isinstance(names, str):
+        names = [names]
+    out = []
+    for name in names:
+        if name not in REWARD_FUNCS:
+            raise ConfigError(f"unknown reward {name!r}; known rewards: {', '.join(REWARD_FUNCS)}")
+        out.append(REWARD_FUNCS[name](structure if name == "structure" else None))
+    return out
+
+
+def check_columns(names: Sequence[str], columns: Sequence[str], *, dataset: str = "the dataset") -> None:
+    """Raise a DataError before training when ``columns`` lack what the rewards ``names`` read."""
+    for name in names:
+        for col in REQUIRED_COLUMNS.get(name, ()):
+            if col not in columns:
+                raise DataError(f"the '{name}' reward needs the column '{col}', which {dataset} lacks "
+                                f"(columns: {', '.join(columns)}); it is made by {MAKER}", field=col)
