@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +28,7 @@ from rlkd_bench.products import (
     atomic_dir,
     redact_argv,
     render_card,
-    sha256_of,
+    save_checkpoint,
     write_json,
     write_text,
 )
@@ -456,26 +454,18 @@ def train(cfg: GSRMTrainConfig, *, command: list[str] | None = None, log=print) 
     metrics: dict[str, Any] = {"global_step": result.global_step, "train_loss": result.training_loss}
     if data.eval is not None:
         metrics.update(trainer.evaluate())
-    stage = run_dir / "final"
-    if main and stage.exists():  # left by a run that died after saving
-        shutil.rmtree(stage)
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(stage))  # every rank: ZeRO-3 gathers the shards here
-    trainer.accelerator.wait_for_everyone()
     summary = {"output_dir": str(out), "loss_mode": loss_mode, **metrics}
-    if main:
+
+    def write_meta(stage: Path) -> None:
         manifest = checkpoint_manifest(cfg, data, base, loss_mode, metrics, time.time() - t0, command)
-        (stage / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in the manifest
         manifest.files = sorted(p.name for p in stage.iterdir()) + ["README.md", "manifest.json"]
         manifest.write(stage)
         write_text(stage / "README.md", model_card(manifest, cfg, trainer.state.log_history, data.notes))
         write_json(stage / "train_log.json", trainer.state.log_history)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            os.replace(out, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(stage, out)
-        summary["sha256"] = sha256_of(out)[:16]
+
+    sha = save_checkpoint(trainer, run_dir, out, write_meta)
+    if main:
+        summary["sha256"] = sha
         for note in data.notes:
             log(f"note: {note}")
     trainer.accelerator.wait_for_everyone()

@@ -296,6 +296,32 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def save_checkpoint(trainer: Any, run_dir: Path, out: Path, write_meta: Callable[[Path], None]) -> str | None:
+    """Save a trained model so that ``out`` only ever holds a whole checkpoint.
+
+    Every rank saves into ``run_dir/final`` (ZeRO-3 gathers the shards there); the main process
+    lets ``write_meta(stage)`` add the card and manifest, then renames the folder over ``out``.
+    Returns the checkpoint's short content hash on the main process, None on the others.
+    """
+    main = trainer.is_world_process_zero()
+    stage = run_dir / "final"
+    if main and stage.exists():  # left by a run that died after saving
+        shutil.rmtree(stage)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(stage))
+    trainer.accelerator.wait_for_everyone()
+    if not main:
+        return None
+    (stage / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in the manifest
+    write_meta(stage)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old.{os.getpid()}")
+        os.replace(out, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(stage, out)
+    return sha256_of(out)[:16]
+
+
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in TRACKED_PACKAGES:

@@ -24,7 +24,6 @@ import difflib
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ import yaml
 
 from rlkd_bench.configs import check_value, read_yaml
 from rlkd_bench.errors import ConfigError, DataError, RlkdError
-from rlkd_bench.products import Manifest, redact_argv, render_card, sha256_of, write_json, write_text
+from rlkd_bench.products import Manifest, redact_argv, render_card, save_checkpoint, write_json, write_text
 from rlkd_bench.rlkd_data import DATASET_DIR
 
 MODES = ("rlkd", "grpo", "sft")
@@ -563,26 +562,18 @@ def train(cfg: RecipeConfig, *, command: list[str] | None = None, log=print,
     result = trainer.train(resume_from_checkpoint=resume)
     metrics: dict[str, Any] = {"global_step": result.global_step, "train_loss": result.training_loss,
                                **(result.metrics or {})}
-    stage = run_dir / "final"
-    if main and stage.exists():  # left by a run that died after saving
-        shutil.rmtree(stage)
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(stage))  # every rank: ZeRO-3 gathers the shards here
-    trainer.accelerator.wait_for_everyone()
     summary: dict[str, Any] = {"output_dir": str(out), "mode": cfg.script.mode, **metrics}
-    if main:
-        (stage / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in the manifest
+
+    def write_meta(stage: Path) -> None:
         trainer.state.save_to_json(str(stage / "trainer_state.json"))
         manifest = checkpoint_manifest(cfg, info, metrics, time.time() - t0, command)
         manifest.files = sorted(p.name for p in stage.iterdir()) + ["README.md", "manifest.json"]
         manifest.write(stage)
         write_text(stage / "README.md", model_card(manifest, cfg, trainer.state.log_history, out.name))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            os.replace(out, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(stage, out)
-        summary["sha256"] = sha256_of(out)[:16]
+
+    sha = save_checkpoint(trainer, run_dir, out, write_meta)
+    if main:
+        summary["sha256"] = sha
         summary["wall_time_s"] = round(time.time() - t0, 1)
         write_json(run_dir / "summary.json", summary)
     trainer.accelerator.wait_for_everyone()
