@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# GPU check for the GSRM parts (issue 4), one prepared run on a machine with a CUDA GPU:
+# GPU check for the GSRM and RLKD recipes (issues 4 and 7), one prepared run on a machine with a CUDA GPU:
 #   1. the tiny GSRM SFT recipe on the GPU in bf16 (recipes/train_gsrm.py, TRL SFTTrainer),
 #   2. the checkpoint loaded on the GPU with transformers and the decomposer run through it,
 #   3. the decomposer through vLLM in-process (engine "vllm") where vllm is installed, and whether
 #      its greedy replies match the transformers engine's.
+#   4. (issue 7) the tiny RLKD GRPO recipe on the GPU in bf16 with the four rewards.
 # Needs: torch (CUDA), transformers, trl, datasets in $PY (default: .venv/bin/python, else python3);
 # nothing is downloaded. Writes under $OUT (default outputs/gpu-check) and prints what it did.
 #   bash bench/gpu_check.sh
@@ -107,4 +108,21 @@ PY
 else
   echo "vllm is not installed in $PY: skipped (pip install 'rlkd-bench[vllm]' on a GPU machine)"
 fi
+echo "== 5. RLKD on the GPU, bf16: tiny GRPO with the four rewards (recipes/train_rlkd.py)"
+t0=$(date +%s)
+"$PY" -m rlkd_bench.cli build-rlkd-data --out "$OUT/rlkd-data" --no-progress || exit 8
+RL_PRECISION="${RL_PRECISION:-use_cpu=false bf16=true}"
+"$PY" recipes/train_rlkd.py --config recipes/configs/rlkd_tiny.yaml dataset="$OUT/rlkd-data" \
+  output_dir="$OUT/rlkd-tiny-gpu" $RL_PRECISION max_steps=5 2>&1 | grep -v "it/s\]" | tail -15
+status=${PIPESTATUS[0]}
+echo "recipe exit $status in $(( $(date +%s) - t0 )) s"
+[ "$status" -eq 0 ] || exit 9
+"$PY" - "$OUT/rlkd-tiny-gpu" <<'PY' || exit 10
+import json, sys
+h = json.load(open(f"{sys.argv[1]}/trainer_state.json"))["log_history"]
+keys = sorted({k for e in h for k in e if k.startswith("rewards/") and k.endswith("/mean")})
+print("reward components logged:", keys)
+print("last step:", {k: h[-2].get(k) for k in keys} if len(h) > 1 else h)
+PY
+
 echo "== done: outputs in $OUT"
