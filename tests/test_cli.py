@@ -44,7 +44,7 @@ def test_build_gsrm_data_offline_default(tmp_path: Path) -> None:
     assert manifest["counts"]["ok"] == len(annotations) >= 40
     assert manifest["counts"]["rejected"] == len(rejects)
     assert manifest["inputs"]["traces"]["sha256"]
-    assert manifest["prompt_versions"]["annotator"] == "heuristic-v2"
+    assert manifest["prompt_versions"]["annotator"] == "heuristic-v3"
     assert manifest["prompt_versions"]["gsrm"].startswith("gsrm@")
     assert annotations[0]["annotator"]["name"] == "heuristic"
     dd = datasets.load_from_disk(str(out / "sft"))

@@ -317,9 +317,9 @@ def test_any_text_gives_a_valid_decomposition_or_a_reason(pieces, answer):
 def test_registry_and_describe():
     dec = get_decomposer("heuristic")
     assert isinstance(dec, HeuristicDecomposer)
-    assert dec.name == "heuristic" and dec.prompt_version == PROMPT_VERSION == "heuristic-v2"
+    assert dec.name == "heuristic" and dec.prompt_version == PROMPT_VERSION == "heuristic-v3"
     info = dec.describe()
-    assert info["prompt_version"] == "heuristic-v2" and info["name"] == "heuristic"
+    assert info["prompt_version"] == "heuristic-v3" and info["name"] == "heuristic"
     json.dumps(info)  # recorded in manifests
 
 

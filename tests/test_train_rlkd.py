@@ -102,7 +102,7 @@ def test_default_run_writes_a_checkpoint_that_loads(default_run, rlkd_data):
     # the structure reward's own account: 2 steps x 4 completions, each scored or counted as failed
     assert manifest["counts"]["structure_completions"] == 8
     assert 0 <= manifest["counts"]["structure_failed"] <= 8
-    assert manifest["prompt_versions"]["structure_decomposer"] == "heuristic-v2"
+    assert manifest["prompt_versions"]["structure_decomposer"] == "heuristic-v3"
     assert manifest["params"]["structure_scorer"]["matcher"]["kind"] == "lexical"
     card = (out / "README.md").read_text()
     assert "# RLKD student" in card and "rewards/structure/mean" in card and "`structure` × 15" in card

@@ -41,7 +41,7 @@ from rlkd_bench.decompose import DecomposeResult
 from rlkd_bench.structure import Decomposition, Step, contains_tag, render_steps, validate
 
 NAME = "heuristic"
-PROMPT_VERSION = "heuristic-v2"
+PROMPT_VERSION = "heuristic-v3"
 
 
 class NoDecomposition(ValueError):
@@ -269,6 +269,8 @@ def _preamble_length(us: list[Unit], problem: str) -> int:
     looks_like_preamble = bool(_PREAMBLE_START_RE.match(head[0].text)) or _overlap(head[0].text, problem) >= 0.5
     if not looks_like_preamble or n_first == len(us):
         return 0
+    if _CALC_RE.search(head[0].text):
+        return 0  # "First, I add 2 and 3: 2 + 3 = 5." works on the problem: the first step, not a restatement
     if not any(_EQ_RESULT_RE.search(u.text) for u in head):
         return n_first  # the whole first paragraph restates the problem
     n = 1  # the first sentence, then more until one works on something
