@@ -176,6 +176,11 @@ def run_eval(model: str, tasks: list[str], *, backend: str = "hf", model_args: s
         prepare_api_model(lm)
     else:
         check_context(loaded["tasks"], int(getattr(lm, "max_length", 0) or 0), max_gen_toks)
+    gen_cfg = getattr(getattr(lm, "model", None), "generation_config", None)
+    if backend == "hf" and gen_cfg is not None and getattr(gen_cfg, "max_new_tokens", None):
+        # lm-eval's hf backend caps generation with max_length (context + max_gen_toks); a checkpoint
+        # whose generation_config sets max_new_tokens would silently override the task's budget
+        gen_cfg.max_new_tokens = None
     gen_kwargs = {"max_gen_toks": int(max_gen_toks)} if max_gen_toks else None
     results = lm_eval.simple_evaluate(
         model=lm, tasks=top, task_manager=tm, limit=limit, log_samples=log_samples,

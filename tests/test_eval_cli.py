@@ -112,6 +112,13 @@ def test_rlkd_bench_eval_wraps_simple_evaluate(tiny_model_dir, tmp_path, monkeyp
     assert 0.0 <= results["results"]["rlkd_reasoning"]["pass_at_1,all_samples"] <= 1.0
     rows = [json.loads(x) for x in (out / "samples_rlkd_diversity.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and len(json.loads(rows[0]["filtered_resps"][0])["samples"]) == 3
+    # --max-gen-toks 8 holds although the tiny checkpoint's generation_config says max_new_tokens 64
+    # (re-tokenising decoded text can give a few more tokens than were generated, never 8 -> 64)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = [t for r in rows[0]["resps"] for t in (r if isinstance(r, list) else [r])]
+    assert len(texts) == 3 and max(len(tok(t)["input_ids"]) for t in texts) <= 20, texts
     rows = [json.loads(x) for x in (out / "samples_rlkd_math500.jsonl").read_text().splitlines()]
     assert rows[0]["doc"]["gold"] == "\\frac{1}{2}" and len(rows[0]["filtered_resps"][0]) == 3
 
