@@ -32,20 +32,6 @@ def is_url(target: str) -> bool:
     return target.startswith(("http://", "https://"))
 
 
-def served_models(base_url: str, *, timeout_s: float = 10.0, api_key_env: str | None = None) -> list[str]:
-    """Model ids an OpenAI-compatible server lists at ``/models`` (to pick the GSRM's name).
-
-    The URL may carry ``user:password@`` and a query string; they are sent the way every request
-    to that server sends them (``llm.endpoint``), with the key only where ``api_key_env`` allows."""
-    from rlkd_bench.llm.endpoint import list_models, resolve
-
-    ep = resolve(base_url, api_key_env)
-    try:
-        return [str(m["id"]) for m in list_models(ep, timeout_s=timeout_s)]
-    except ConfigError as e:
-        raise ConfigError(f"{e}; pass the served model name with --gsrm-model to skip this lookup") from None
-
-
 def parse_reply(completion: Completion) -> DecomposeResult:
     """Turn one engine completion into a decomposition or a failure that keeps the reply."""
     if not completion.ok:
@@ -128,13 +114,13 @@ class GSRMDecomposer:
             from rlkd_bench.llm import make_engine
 
             if self.engine_kind == "openai" and not self.model:
-                names = served_models(self.target, timeout_s=self.options.timeout_s,
-                                      api_key_env=self.options.api_key_env)
-                if len(names) != 1:
-                    raise ConfigError(
-                        f"the server lists {len(names)} models ({', '.join(names[:5])}); "
-                        "pick the GSRM with --gsrm-model NAME")
-                self.model = names[0]
+                # the URL may carry user:password@ and a query: sent as every request to it sends them
+                from rlkd_bench.llm.endpoint import only_served_model
+
+                self.model = only_served_model(
+                    self.target, self.options.api_key_env, timeout_s=self.options.timeout_s, what="server",
+                    pick_hint="pick the GSRM with --gsrm-model NAME",
+                    lookup_hint="pass the served model name with --gsrm-model to skip this lookup")
             self._engine = make_engine(f"{self.engine_kind}:{self.model}", self.options)
         return self._engine
 

@@ -167,6 +167,22 @@ def list_models(ep: Endpoint, *, timeout_s: float = 10.0) -> list[dict[str, Any]
     return [m for m in data if isinstance(m, dict) and m.get("id")]
 
 
+def only_served_model(base_url: str, api_key_env: str | None, *, timeout_s: float, what: str, pick_hint: str,
+                      lookup_hint: str = "") -> str:
+    """The one model an OpenAI-compatible server lists at ``/models`` (for a GSRM or judge URL given
+    without a model name). ConfigError when the server cannot be asked (``lookup_hint`` appended) or
+    lists more or fewer than one model (``pick_hint`` says how to name it)."""
+    try:
+        names = [str(m["id"]) for m in list_models(resolve(base_url, api_key_env), timeout_s=timeout_s)]
+    except ConfigError as e:
+        if not lookup_hint:
+            raise
+        raise ConfigError(f"{e}; {lookup_hint}") from None
+    if len(names) != 1:
+        raise ConfigError(f"the {what} lists {len(names)} models ({', '.join(names[:5])}); {pick_hint}")
+    return names[0]
+
+
 # A /models `created` this close to now is the time of our request (vllm serve), not a
 # checkpoint date, so it says nothing about which weights are served.
 _VOLATILE_CREATED_S = 3600

@@ -378,14 +378,13 @@ class JudgeMatcher(_Matcher):
                 from rlkd_bench.llm import make_engine
 
                 if self.engine_spec is None:
-                    from rlkd_bench.llm.endpoint import list_models, resolve
+                    from rlkd_bench.llm.endpoint import only_served_model
 
-                    ep = resolve(self.options.base_url or self.target, self.options.api_key_env)
-                    names = [str(m["id"]) for m in list_models(ep, timeout_s=min(self.options.timeout_s, 30.0))]
-                    if len(names) != 1:
-                        raise ConfigError(f"the judge server lists {len(names)} models ({', '.join(names[:5])}); "
-                                          "name one with judge:openai:MODEL and the base URL in the options")
-                    self.engine_spec = f"openai:{names[0]}"
+                    name = only_served_model(
+                        self.options.base_url or self.target, self.options.api_key_env,
+                        timeout_s=min(self.options.timeout_s, 30.0), what="judge server",
+                        pick_hint="name one with judge:openai:MODEL and the base URL in the options")
+                    self.engine_spec = f"openai:{name}"
                 self._engine = make_engine(self.engine_spec, self.options)
             return self._engine
 

@@ -13,7 +13,6 @@ decomposition, a failed judge verdict, the call's timeout), never a silent 0.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from typing import Any
 from rlkd_bench.decompose import REQUEST_ERROR_PREFIX, DecomposeResult, get_decomposer
 from rlkd_bench.errors import ConfigError, DataError, RlkdError
 from rlkd_bench.llm.base import EngineOptions
+from rlkd_bench.llm.runner import run_sync
 from rlkd_bench.reward.align import Alignment, Comparison, MissingVerdict, align_from_verdicts, needed, unique
 from rlkd_bench.reward.matchers import make_matcher
 from rlkd_bench.structure import Decomposition, Step, split_think
@@ -92,16 +92,6 @@ def as_decomposition(value: Any, *, where: str = "teacher_steps") -> Decompositi
         return Decomposition(steps=tuple(steps))
     raise DataError(f"expected a list of steps (dicts with meta, subproblem, answer), got {type(value).__name__}",
                     field=where)
-
-
-def _run(coro_fn):
-    """Run an async function to completion from sync code, inside or outside a running loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro_fn())
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlkd-score") as ex:
-        return ex.submit(lambda: asyncio.run(coro_fn())).result()
 
 
 class StructureScorer:
@@ -209,7 +199,7 @@ class StructureScorer:
 
     def align_pairs(self, pairs: list[tuple[Decomposition, Decomposition]]) -> list[Alignment | None]:
         """``aalign_pairs`` from sync code (e.g. pairwise diversity between student traces)."""
-        return _run(lambda: self.aalign_pairs(list(pairs)))
+        return run_sync(lambda: self.aalign_pairs(list(pairs)))
 
     # -- the whole call -----------------------------------------------------------------------
     async def ascore(self, problems: Sequence[str], completions: Sequence[str],
@@ -268,7 +258,7 @@ class StructureScorer:
     def score(self, problems: Sequence[str], completions: Sequence[str],
               teacher_steps: Sequence[Any]) -> list[StudentOutcome]:
         """``ascore`` from sync code."""
-        return _run(lambda: self.ascore(problems, completions, teacher_steps))
+        return run_sync(lambda: self.ascore(problems, completions, teacher_steps))
 
     def _count(self, outcomes: list[StudentOutcome], wall_s: float) -> None:
         s = self.stats
