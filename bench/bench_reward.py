@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import json
 import logging
 import os
@@ -51,8 +50,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from faultproxy import FaultProxy  # noqa: E402
-from servers import TinyServer  # noqa: E402
+from servers import served_behind_proxy  # noqa: E402
 
 from rlkd_bench.decompose import DecomposeResult  # noqa: E402
 from rlkd_bench.decompose.heuristic import HeuristicDecomposer  # noqa: E402
@@ -278,7 +276,9 @@ def run_part1(args) -> dict[str, Any]:
           f"generations) from the bundled traces; server: transformers serve, tiny model, CPU", flush=True)
     per: dict[str, list[dict[str, float]]] = {"reference": [], "ours": []}
     agree = True
-    with serve(model_dir, args.kv_blocks) as (base_url, model_id, proxy):
+    # a paged KV cache of kv_blocks x 32 tokens holds every sequence of a batch at once, so neither
+    # arm queues on server memory
+    with served_behind_proxy(model_dir, cb_blocks=args.kv_blocks, timeout_s=300) as (base_url, model_id, proxy):
         ref = Reference(base_url, model_id, oracle, judge_templates())
         ours = make_ours(base_url, model_id, oracle, str(work / "cache"), concurrency=n,
                          no_identical=args.no_identical_shortcut)
@@ -328,20 +328,6 @@ def run_part1(args) -> dict[str, Any]:
     return {"per_batch": per, "scores_agree": agree, "skip_identical": not args.no_identical_shortcut, "rerun_ours": rerun, "completions_per_batch": n,
             "judge": ours.matcher.stats.to_dict(), "scorer": {"judge_rounds": ours.stats.judge_rounds,
                                                                "comparisons": ours.stats.comparisons}}
-
-
-@contextlib.contextmanager
-def serve(model_dir: Path, kv_blocks: int):
-    """``transformers serve`` behind the counting proxy (as tests/servers.py does), with a paged KV
-    cache of ``kv_blocks`` x 32 tokens: enough to hold every sequence of a batch at once, so neither
-    arm queues on server memory."""
-    server = TinyServer(model_dir, cb_blocks=kv_blocks).start(timeout_s=300)
-    proxy = FaultProxy(server.port).start()
-    try:
-        yield proxy.url, server.model_id, proxy
-    finally:
-        proxy.stop()
-        server.stop()
 
 
 def _engine_tokens(scorer: StructureScorer) -> int:

@@ -44,6 +44,15 @@ def tiny_server(tiny_model_dir):
         yield served
 
 
+@pytest.fixture
+def server(tiny_server):
+    """The session's ``tiny_server`` with its counter reset before and after the test."""
+    base_url, model_id, counter = tiny_server
+    counter.reset()
+    yield base_url, model_id, counter
+    counter.reset()
+
+
 @pytest.fixture(scope="session")
 def gsrm_data_dir(tmp_path_factory):
     """A gsrm-sft product made by the real command (offline annotator) from 16 synthetic traces,

@@ -128,12 +128,13 @@ class TinyServer:
 
 
 @contextlib.contextmanager
-def served_behind_proxy(model_dir: str | Path):
+def served_behind_proxy(model_dir: str | Path, *, cb_blocks: int = 256, timeout_s: float = 120.0):
     """Serve ``model_dir`` with ``transformers serve`` behind a counting fault proxy; yields
-    ``(base_url, model_id, proxy)`` and stops both at the end."""
+    ``(base_url, model_id, proxy)`` and stops both at the end. ``cb_blocks``: the paged KV cache,
+    in blocks of 32 tokens."""
     from faultproxy import FaultProxy
 
-    server = TinyServer(model_dir).start()
+    server = TinyServer(model_dir, cb_blocks=cb_blocks).start(timeout_s=timeout_s)
     proxy = FaultProxy(server.port).start()
     try:
         yield proxy.url, server.model_id, proxy

@@ -15,37 +15,15 @@ from pathlib import Path
 
 import pytest
 from faultproxy import Fault
+from test_llm_http import MAX_TOKENS, opts, requests  # tests/ is on sys.path (rootdir conftest)
 
 from rlkd_bench.errors import ConfigError
 from rlkd_bench.llm import EngineOptions, make_engine
-from rlkd_bench.llm.base import ChatRequest
 from rlkd_bench.llm.cost import PriceTable, TokenCounter
 from rlkd_bench.llm.redact import redact
 from rlkd_bench.products import redact_argv as products_redact_argv
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_TOKENS = 8
-
-
-def requests(n: int, tag: str) -> list[ChatRequest]:
-    return [ChatRequest(messages=({"role": "user", "content": f"{tag} question number {i}"},),
-                        params={"max_tokens": MAX_TOKENS, "temperature": 0}, custom_id=f"{tag}-{i}")
-            for i in range(n)]
-
-
-def opts(base_url: str | None, cache_dir: Path, **kw) -> EngineOptions:
-    kw.setdefault("progress", False)
-    kw.setdefault("retry_base_s", 0.05)
-    return EngineOptions(base_url=base_url, cache_dir=str(cache_dir), **kw)
-
-
-@pytest.fixture
-def server(tiny_server):
-    base_url, model_id, counter = tiny_server
-    counter.reset()
-    yield base_url, model_id, counter
-    counter.reset()
-
 
 def with_secrets(base_url: str, user: str, pw: str, query: str) -> str:
     scheme, rest = base_url.split("://", 1)
@@ -134,11 +112,11 @@ def test_cli_base_url_with_credentials_and_query_works_and_leaks_nothing(server,
 
 @pytest.mark.slow
 def test_gsrm_url_with_credentials_lists_its_models(server):
-    from rlkd_bench.decompose.gsrm import served_models
+    from rlkd_bench.llm.endpoint import only_served_model
 
     base_url, model_id, counter = server
     url = with_secrets(base_url, "gsrm-user", "pw-list-1234", "token=QS-list-5678")
-    assert served_models(url) == [model_id]
+    assert only_served_model(url, None, timeout_s=10.0, what="server", pick_hint="") == model_id
 
 
 @pytest.mark.slow

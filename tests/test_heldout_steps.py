@@ -31,10 +31,11 @@ import json
 from importlib import resources
 
 import pytest
+from test_reference_steps import assert_reference_format  # tests/ is on sys.path (rootdir conftest)
 
 from rlkd_bench.answers import verify
-from rlkd_bench.decompose.heuristic import HeuristicDecomposer, meta_states_answer
-from rlkd_bench.structure import Decomposition, parse_steps, render_steps, validate
+from rlkd_bench.decompose.heuristic import HeuristicDecomposer
+from rlkd_bench.structure import validate
 
 HELDOUT_SHA256 = "8b76bda7a1382590465dafcfa50c294e46a9ed6ee06c9dd49caeb42f041a403d"
 TRACE_FIELDS = {"id", "domain", "problem", "reasoning", "answer", "gold", "source", "verified"}
@@ -75,14 +76,7 @@ def test_rows_are_well_formed_new_and_spread_over_domains():
 
 @pytest.mark.parametrize("row", HELDOUT, ids=lambda r: r["id"])
 def test_steps_follow_the_format(row):
-    d = Decomposition.from_dict(row)
-    assert validate(d) == [], validate(d)
-    assert parse_steps(render_steps(d)) == d
-    for i, step in enumerate(d.steps, start=1):
-        assert step.subproblem.endswith("?") and step.subproblem.count("?") == 1, (i, step.subproblem)
-        assert len(step.answer) <= 80, (i, step.answer)
-        assert not meta_states_answer(step.meta, step.answer), (i, step.meta, step.answer)
-        assert "\n" not in step.meta + step.subproblem + step.answer
+    assert_reference_format(row)
 
 
 @pytest.mark.parametrize("row", HELDOUT, ids=lambda r: r["id"])

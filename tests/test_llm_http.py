@@ -35,15 +35,7 @@ def requests(n: int, tag: str) -> list[ChatRequest]:
             for i in range(n)]
 
 
-@pytest.fixture
-def server(tiny_server):
-    base_url, model_id, counter = tiny_server
-    counter.reset()
-    yield base_url, model_id, counter
-    counter.reset()
-
-
-def opts(base_url: str, cache_dir: Path, **kw) -> EngineOptions:
+def opts(base_url: str | None, cache_dir: Path, **kw) -> EngineOptions:
     kw.setdefault("progress", False)
     kw.setdefault("retry_base_s", 0.05)
     return EngineOptions(base_url=base_url, cache_dir=str(cache_dir), **kw)
