@@ -353,8 +353,9 @@ def _annotate_and_save(spec: TraceSpec, out: Path, loaded: LoadResult, decompose
     if hasattr(decomposer, "run_summary"):  # LLM annotators: requests, cache hits, retries
         manifest.counts.update(decomposer.run_summary())
     manifest.usage = {**usage.to_dict()}
-    if hasattr(decomposer, "price_source") and decomposer.price_source():
-        manifest.usage["price_source"] = decomposer.price_source()
+    price_source = decomposer.price_source() if hasattr(decomposer, "price_source") else None
+    if price_source:
+        manifest.usage["price_source"] = price_source
 
     error, exc = None, None
     if pending and not succeeded and (failed or refused):

@@ -288,8 +288,9 @@ def _generate_and_save(problems_source: str | None, out: Path, loaded: Any, engi
                        "cached": st.get("cache_hits", 0), "retries": st.get("retries", 0),
                        "failed_requests": len(sample_errors)}
     manifest.usage = {k: st[k] for k in ("prompt_tokens", "completion_tokens", "cost_usd") if k in st}
-    if hasattr(engine, "summary") and engine.summary().get("price_source"):
-        manifest.usage["price_source"] = engine.summary()["price_source"]
+    price_source = engine.summary().get("price_source") if hasattr(engine, "summary") else None
+    if price_source:
+        manifest.usage["price_source"] = price_source
     error = None
     if sample_errors and not answered:  # nothing came back: a model or server problem, not the data
         error = f"every teacher request failed ({len(sample_errors)}): {failure_summary(sample_errors)}"
