@@ -9,8 +9,11 @@ DATA ?=
 ACCELERATE_CONFIG ?= recipes/accelerate/zero3.yaml
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
+SEEDS ?=
+QUICK ?=
+STUDY_ARGS ?=
 
-.PHONY: install demo test lint fmt train-gsrm train-rlkd bench clean
+.PHONY: install demo test lint fmt train-gsrm train-rlkd mini-study bench clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +70,15 @@ train-rlkd: install
 	else \
 	  set -x; $(PY) recipes/train_rlkd.py "$$@" $(TRAIN_ARGS); \
 	fi
+
+# RLKD in miniature: the world's teacher -> traces -> GSRM data -> make train-gsrm -> rlkd-data ->
+# warm start -> SFT / GRPO / RLKD arms per seed -> lm-eval tasks on held-out problems -> report.
+# CPU, offline, about 25 minutes on 2 cores; writes $(OUT)/mini-study (REPORT.md first). A rerun
+# reuses what is built. QUICK=1: one seed, a few steps (a few minutes). Sizes and steps:
+#   make mini-study SEEDS="1 2 3 4" STUDY_ARGS="arm_steps=100 train_problems=1200"
+mini-study: install
+	$(PY) recipes/mini_study.py --config recipes/configs/mini_study.yaml out=$(OUT)/mini-study \
+	  $(if $(SEEDS),"seeds=[$(shell echo $(SEEDS) | tr ' ' ',')]") $(if $(QUICK),quick=true) $(STUDY_ARGS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

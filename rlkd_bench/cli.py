@@ -44,8 +44,10 @@ def cli() -> None:
       make train-gsrm             the GSRM checkpoint (recipes/train_gsrm.py)
       rlkd-bench build-rlkd-data  RL training set with precomputed teacher steps
       make train-rlkd             RLKD (or a baseline) on TRL (recipes/train_rlkd.py)
-      rlkd-bench report           plots and a table of final figures from training runs
+      rlkd-bench eval             the lm-eval tasks (structure, diversity, the paper's suite)
+      rlkd-bench report           plots and tables from training runs and eval results (per arm, over seeds)
       rlkd-bench publish          push a product or checkpoint to the Hugging Face Hub
+      make mini-study             all of it, end to end, on a seeded world whose structure is known
 
     \b
     Quick start, offline, in seconds:
@@ -293,9 +295,13 @@ def build_gsrm_data_cmd(source, fmt, fields, split, config_name, on_error, limit
 @click.option("--out", type=click.Path(file_okay=False), default="outputs/rlkd-data", show_default=True,
               help="Output directory (dataset/, rejects.jsonl, manifest, card).")
 @split_options
+@click.option("--prompt", "prompt_style", type=click.Choice(["rlkd", "r1"]), default="rlkd", show_default=True,
+              help="The student's prompt: rlkd (a system turn asking for <think> and <answer>) or r1 (no system "
+                   "turn; the problem, then R1's 'Please reason step by step...'). Evaluate with the same "
+                   "--prompt.")
 @click.option("--progress/--no-progress", "show_progress", default=True, help="Show progress bars.")
 def build_rlkd_data_cmd(source, fmt, fields, split, config_name, on_error, limit, verify, decomposer,
-                        gsrm_engine, gsrm_model, max_new_tokens, out, seed, test_size, show_progress,
+                        gsrm_engine, gsrm_model, max_new_tokens, out, seed, test_size, prompt_style, show_progress,
                         **engine):
     """Build the RL training set: problems, prompts, gold answers and teacher steps.
 
@@ -324,7 +330,8 @@ def build_rlkd_data_cmd(source, fmt, fields, split, config_name, on_error, limit
     if decomposer.startswith("gsrm:"):
         options.update(engine=gsrm_engine, model=gsrm_model, max_new_tokens=max_new_tokens)
     manifest = build_rlkd_data(spec, out, decomposer=decomposer, decomposer_options=options,
-                               test_size=test_size, seed=seed, show_progress=show_progress)
+                               test_size=test_size, seed=seed, show_progress=show_progress,
+                               prompt_style=prompt_style)
     summarize(manifest, out)
     click.echo(out)
 
@@ -454,25 +461,42 @@ def eval_cmd(model, task_list, model_backend, base_url, model_args, limit, outpu
 
 
 @cli.command("report")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(), metavar="RUN_DIR...")
+@click.argument("run_dirs", nargs=-1, type=click.Path(), metavar="[RUN_DIR]...")
+@click.option("--eval", "eval_dirs", multiple=True, type=click.Path(), metavar="DIR",
+              help="An `rlkd-bench eval --output-path` dir (results.json, samples_<task>.jsonl); repeat it. "
+                   "Named <arm>-seed<N>: arms are summarised over seeds.")
+@click.option("--metric", "metrics", multiple=True, metavar="TASK/METRIC",
+              help="An eval metric to tabulate and plot, in this order (repeat it); default: all found.")
 @click.option("--out", type=click.Path(file_okay=False), default="outputs/report", show_default=True,
               help="Where the PNG plots, table.md, REPORT.md and summary.json go.")
-def report_cmd(run_dirs, out):
-    """Plot training runs side by side and tabulate their final figures.
+def report_cmd(run_dirs, eval_dirs, metrics, out):
+    """Plot training runs side by side and tabulate their final figures; summarise eval results.
 
     Each RUN_DIR is a checkpoint written by `make train-rlkd` (or any dir with a TRL
     trainer_state.json): every reward component, completion length, structure alignment and its
     detail metrics over steps, one line per run, labelled by run name. No display needed.
 
+    Each --eval DIR is what `rlkd-bench eval ... --output-path DIR` wrote; a DIR named
+    <arm>-seed<N> (or <arm>-s<N>) is one seed of an arm. Every metric is given per arm as mean ± sd
+    over seeds with a 95% bootstrap interval over eval problems (eval_table.md, eval.png).
+    RUN_DIRs may be left out when --eval is given.
+
     \b
     Example:
       rlkd-bench report outputs/rlkd-tiny outputs/grpo-tiny outputs/sft-tiny --out outputs/report
+      rlkd-bench report --eval evals/sft-seed1 --eval evals/sft-seed2 --eval evals/grpo-seed1 \\
+          --eval evals/grpo-seed2 --metric rlkd_structure/structure_alignment --out outputs/report
     """
     from rlkd_bench.report import write_report
 
-    result = write_report(list(run_dirs), out)
-    summary("report", {"runs": ", ".join(result["runs"]), "plots": ", ".join(result["plots"]) or "none",
-                       "table": f"{out}/{result['table']}", "report": f"{out}/{result['report']}"})
+    result = write_report(list(run_dirs), out, eval_dirs=list(eval_dirs), metrics=list(metrics) or None)
+    rows = {"runs": ", ".join(result["runs"]) or "none",
+            "eval arms": ", ".join(result.get("eval", {})) or "none",
+            "plots": ", ".join(result["plots"]) or "none"}
+    for key, label in (("table", "table"), ("eval_table", "eval table"), ("report", "report")):
+        if result.get(key):
+            rows[label] = f"{out}/{result[key]}"
+    summary("report", rows)
     click.echo(f"{out}/{result['report']}")
 
 

@@ -114,6 +114,80 @@ class GSRMTrainConfig:
         return problems
 
 
+# ---- the mini study -----------------------------------------------------------------------------
+
+STUDY_ARMS = ("sft", "grpo", "rlkd-gsrm", "rlkd-exact")
+
+
+@dataclass
+class StudyConfig:
+    """RLKD in miniature (``recipes/mini_study.py``): the world, the sizes, the steps, the seeds.
+
+    ``quick: true`` replaces the sizes by ``quick_sizes`` (one seed, a few steps): the chain runs
+    whole in a few minutes, for the test suite; its figures prove the plumbing, not the method.
+    """
+
+    out: str = "outputs/mini-study"
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    arms: list[str] = field(default_factory=lambda: list(STUDY_ARMS))
+    quick: bool = False
+    jobs: int = 2  # stages run side by side (each with torch on 1 thread when > 1)
+    world_seed: int = 1  # the training world's problems
+    eval_world_seed: int = 2  # the held-out world: evaluation and the GSRM's quality
+    train_problems: int = 3000
+    eval_problems: int = 64
+    teacher_samples: int = 4
+    vocab_size: int = 768
+    student_hidden: int = 128
+    student_layers: int = 4
+    gsrm_hidden: int = 128
+    gsrm_layers: int = 4
+    gsrm_steps: int = 400
+    warmup_steps: int = 500
+    arm_steps: int = 40
+    eval_repeats: int = 4  # k samples per eval problem (pass@k, distinct structures)
+    max_gen_toks: int = 256
+    eval_batch_size: int = 64
+    configs: str = "recipes/configs/mini"  # gsrm.yaml, warmup.yaml, sft.yaml, grpo.yaml, rlkd.yaml
+    quick_sizes: dict[str, Any] = field(default_factory=lambda: {
+        "seeds": [1], "train_problems": 96, "eval_problems": 12, "student_hidden": 64, "student_layers": 2,
+        "gsrm_hidden": 64, "gsrm_layers": 2, "gsrm_steps": 12, "warmup_steps": 20, "arm_steps": 2,
+        "eval_repeats": 2, "max_gen_toks": 96})
+
+    def check(self) -> list[str]:
+        problems = []
+        unknown = [a for a in self.arms if a not in STUDY_ARMS]
+        if unknown or not self.arms:
+            problems.append(f"arms: {unknown or 'none'}; choose from {', '.join(STUDY_ARMS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            problems.append(f"seeds: {self.seeds} must be distinct, at least one")
+        if self.world_seed == self.eval_world_seed:
+            problems.append("world_seed and eval_world_seed must differ: eval problems are held out")
+        for name in ("train_problems", "eval_problems", "teacher_samples", "gsrm_steps", "warmup_steps",
+                     "arm_steps", "eval_repeats", "max_gen_toks", "jobs", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}: {getattr(self, name)} must be >= 1")
+        if self.eval_repeats not in (2, 4, 8):
+            problems.append(f"eval_repeats: {self.eval_repeats}; rlkd_diversity reports pass@k for k = 2, 4 or 8")
+        unknown = sorted(set(self.quick_sizes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            problems.append(f"quick_sizes: unknown key(s) {unknown}")
+        return problems
+
+
+def load_study_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """The study's config: the file, then with ``quick: true`` its ``quick_sizes``, then the
+    overrides (so ``quick=true arm_steps=3`` runs three steps)."""
+    import json
+
+    cfg = load_config(path, StudyConfig, overrides)
+    if not cfg.quick:
+        return cfg
+    quick = [f"{k}={json.dumps(v)}" for k, v in cfg.quick_sizes.items()]
+    given = {o.partition("=")[0].strip() for o in overrides}
+    return load_config(path, StudyConfig, [*(q for q in quick if q.partition("=")[0] not in given), *overrides])
+
+
 # ---- generic loading ----------------------------------------------------------------------------
 
 

@@ -19,6 +19,9 @@ from pathlib import Path
 from rlkd_bench.errors import ConfigError
 
 GSRM_PROMPT = "gsrm"
+# DeepSeek-R1's recommended zero-shot instruction (no system prompt): the teacher's, and the
+# student's with the "r1" prompt style
+R1_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 @dataclass(frozen=True)

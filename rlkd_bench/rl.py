@@ -70,6 +70,8 @@ class RLKDScriptArguments:
     structure_timeout_s: float = field(default=120.0, metadata={"help": "limit per reward call (seconds)"})
     structure_gsrm_engine: str | None = field(
         default=None, metadata={"help": "gsrm:<checkpoint> runs on: transformers (default) or vllm"})
+    structure_gsrm_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "gsrm:<checkpoint>: the longest decomposition it may write (default 4096)"})
     structure_engine_options: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "model-access options of the GSRM and judge (JSON on the command line), "
                                         "e.g. {concurrency: 64, timeout_s: 300, api_key_env: VLLM_API_KEY}"})
@@ -95,6 +97,8 @@ class RLKDScriptArguments:
                                "normalize": self.structure_normalize, "timeout_s": self.structure_timeout_s}
         if self.structure_gsrm_engine:
             out["gsrm_engine"] = self.structure_gsrm_engine
+        if self.structure_gsrm_max_new_tokens:
+            out["gsrm_max_new_tokens"] = self.structure_gsrm_max_new_tokens
         if self.structure_engine_options:
             out["engine_options"] = dict(self.structure_engine_options)
         return out

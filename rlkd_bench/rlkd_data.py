@@ -31,7 +31,7 @@ from rlkd_bench.products import (
     save_splits,
     write_jsonl,
 )
-from rlkd_bench.prompting import load_prompt
+from rlkd_bench.prompting import R1_INSTRUCTION, load_prompt
 
 PRODUCT = "rlkd-data"
 SYSTEM_PROMPT = "rlkd_system"
@@ -45,19 +45,31 @@ def system_prompt() -> str:
     return load_prompt(SYSTEM_PROMPT).text
 
 
-def conversation(problem: str) -> list[dict[str, str]]:
+def prompt_parts(problem: str, style: str = "rlkd", *, instruction: str = R1_INSTRUCTION) -> tuple[str, str]:
+    """(system, user) for a problem. ``rlkd``: the RLKD student's training prompt (system turn
+    asking for ``<think>`` and a boxed answer in ``<answer>``); ``r1``: no system turn, the
+    instruction after the problem (DeepSeek-R1's recommended zero-shot form, and a short prompt)."""
+    if style == "rlkd":
+        return system_prompt(), problem.strip()
+    if style == "r1":
+        return "", f"{problem.strip()}\n{instruction}"
+    raise ConfigError(f"unknown prompt style {style!r}: use 'rlkd' (the RLKD training prompt) or 'r1'")
+
+
+def conversation(problem: str, style: str = "rlkd") -> list[dict[str, str]]:
     """The conversational ``prompt`` TRL's GRPOTrainer samples completions for."""
-    return [{"role": "system", "content": system_prompt()}, {"role": "user", "content": problem.strip()}]
+    system, user = prompt_parts(problem, style)
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
 
 
-def rlkd_row(trace: dict[str, Any], res: DecomposeResult) -> dict[str, Any]:
+def rlkd_row(trace: dict[str, Any], res: DecomposeResult, prompt_style: str = "rlkd") -> dict[str, Any]:
     """One training row; ``teacher_steps`` is the decomposition as a list of step dicts."""
     assert res.decomposition is not None
     d = res.decomposition.to_dict()
     return {
         "id": str(trace["id"]),
         "domain": trace.get("domain") or "math",
-        "prompt": conversation(trace["problem"]),
+        "prompt": conversation(trace["problem"], prompt_style),
         "problem": trace["problem"],
         "gold": str(trace.get("gold") or ""),
         "teacher_reasoning": trace["reasoning"],
@@ -81,6 +93,7 @@ def build_rlkd_data(
     test_size: float = 0.1,
     seed: int = 0,
     show_progress: bool = True,
+    prompt_style: str = "rlkd",
 ) -> dict[str, Any]:
     """traces -> teacher decompositions (once) -> rows with a prompt -> train/test, manifest, card.
 
@@ -91,17 +104,20 @@ def build_rlkd_data(
     t0 = time.time()
     out = Path(out)
     check_test_size(test_size)
+    prompt_parts("", prompt_style)  # an unknown style fails before anything runs
     check_out_dir(out, PRODUCT)
     dec = get_decomposer(decomposer, **(decomposer_options or {}))
     loaded = spec.load()
     preflight(dec)  # e.g. no API key: stop before any output exists
     with open_product(out, PRODUCT):
         return _decompose_and_save(spec, out, loaded, dec, decomposer=decomposer, test_size=test_size,
-                                   seed=seed, show_progress=show_progress, t0=t0)
+                                   seed=seed, show_progress=show_progress, t0=t0,
+                                   prompt_style=prompt_style)
 
 
 def _decompose_and_save(spec: TraceSpec, out: Path, loaded: Any, dec: Any, *, decomposer: str,
-                        test_size: float, seed: int, show_progress: bool, t0: float) -> dict[str, Any]:
+                        test_size: float, seed: int, show_progress: bool, t0: float,
+                        prompt_style: str = "rlkd") -> dict[str, Any]:
     rejects: list[dict[str, Any]] = [dict(r) for r in loaded.rejects]
     pending: list[dict[str, Any]] = []
     for trace in loaded.rows:
@@ -135,14 +151,16 @@ def _decompose_and_save(spec: TraceSpec, out: Path, loaded: Any, dec: Any, *, de
         elif not res.decomposition.steps:  # type: ignore[union-attr]
             rejects.append(_reject(trace, "decompose", "decomposition has no steps", res.raw))
         else:
-            rows.append(rlkd_row(trace, res))
+            rows.append(rlkd_row(trace, res, prompt_style))
 
     manifest = Manifest(product=PRODUCT)
     record_traces_input(manifest, spec.source, loaded, split=spec.split)
     manifest.params = {"decomposer": decomposer, "decomposer_config": dec.describe(),
-                       "test_size": test_size, "seed": seed, "limit": spec.limit, "on_error": spec.on_error}
-    manifest.prompt_versions = {SYSTEM_PROMPT: load_prompt(SYSTEM_PROMPT).version,
-                                "decomposer": dec.prompt_version}
+                       "test_size": test_size, "seed": seed, "limit": spec.limit, "on_error": spec.on_error,
+                       "prompt_style": prompt_style}
+    manifest.prompt_versions = {"decomposer": dec.prompt_version}
+    if prompt_style == "rlkd":
+        manifest.prompt_versions[SYSTEM_PROMPT] = load_prompt(SYSTEM_PROMPT).version
     by_stage: dict[str, int] = {}
     for r in rejects:
         by_stage[r.get("stage", "?")] = by_stage.get(r.get("stage", "?"), 0) + 1

@@ -25,12 +25,13 @@ from rlkd_bench.answers import verify
 from rlkd_bench.errors import ConfigError
 from rlkd_bench.llm.base import BUDGET_PREFIX, ChatRequest, Completion, Engine, EngineOptions, Usage
 from rlkd_bench.llm.redact import safe_url
+from rlkd_bench.prompting import R1_INSTRUCTION
 from rlkd_bench.structure import answer_tag, split_think
 
 KEEP = ("first", "all")
 PRODUCT = "traces"
 # DeepSeek-R1's recommended usage: no system prompt, the instruction in the user turn.
-TEACHER_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+TEACHER_INSTRUCTION = R1_INSTRUCTION
 TEACHER_PROMPT_VERSION = "teacher@" + hashlib.sha256(TEACHER_INSTRUCTION.encode()).hexdigest()[:10]
 
 

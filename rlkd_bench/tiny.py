@@ -55,13 +55,19 @@ def bundled_text() -> list[str]:
     return texts
 
 
-def build_tokenizer(vocab_size: int = 1024):
-    """Train a byte-level BPE tokenizer on the bundled text and wrap it for transformers."""
+def build_tokenizer(vocab_size: int = 1024, *, texts: list[str] | None = None, split_digits: bool = False):
+    """Train a byte-level BPE tokenizer and wrap it for transformers.
+
+    ``texts``: what it learns from (default: the bundled text). ``split_digits``: every digit its
+    own token, so a tiny model sees numbers digit by digit and can learn to add them.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if split_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -69,7 +75,7 @@ def build_tokenizer(vocab_size: int = 1024):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(bundled_text(), trainer=trainer)
+    tok.train_from_iterator(texts if texts is not None else bundled_text(), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -84,16 +90,17 @@ def build_tokenizer(vocab_size: int = 1024):
 
 
 def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int = 2, seed: int = 0,
-                     vocab_size: int = 1024) -> Path:
+                     vocab_size: int = 1024, texts: list[str] | None = None, split_digits: bool = False,
+                     max_new_tokens: int = 64) -> Path:
     """Write a tiny random Qwen2 causal LM with its tokenizer to ``out_dir``; returns the path.
 
-    Deterministic for a given seed. Takes a few seconds on CPU.
+    Deterministic for a given seed (and ``texts``). Takes a few seconds on CPU.
     """
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     out = Path(out_dir)
-    tokenizer = build_tokenizer(vocab_size)
+    tokenizer = build_tokenizer(vocab_size, texts=texts, split_digits=split_digits)
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
@@ -112,7 +119,7 @@ def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int 
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        max_new_tokens=64,
+        max_new_tokens=max_new_tokens,
     )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -13,7 +13,9 @@ from rlkd_bench.rl import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "configs"
-RLKD_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("gsrm_"))
+# the RL recipe's configs: the top-level ones and the mini study's arms (not the GSRM's, not the study's own)
+RLKD_CONFIGS = sorted(p for p in [*CONFIGS.glob("*.yaml"), *CONFIGS.glob("mini/*.yaml")]
+                      if not p.name.startswith(("gsrm", "mini_study")))
 PAPER = {"rlkd_r1distill7b.yaml": ("rlkd", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"),
          "rlkd_zero_qwenmath7b.yaml": ("rlkd", "Qwen/Qwen2.5-Math-7B"),
          "grpo_7b.yaml": ("grpo", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"),

@@ -2,7 +2,7 @@
 
 Three behind one call: ``heuristic`` (offline algorithm, the default and the baseline),
 ``openai:<model>`` (an LLM annotator with the domain prompts), ``gsrm:<path-or-url>`` (a trained
-GSRM). ``get_decomposer(spec)`` picks one by name.
+GSRM); and ``world``, the exact parser of the mini-study world's traces (its truth). ``get_decomposer(spec)`` picks one by name.
 """
 
 from __future__ import annotations
@@ -90,6 +90,10 @@ def get_decomposer(spec: str, **options: Any) -> Decomposer:
         from rlkd_bench.decompose.heuristic import HeuristicDecomposer
 
         return HeuristicDecomposer()
+    if kind == "world" and not target:  # the mini-study world's exact parser (rlkd_bench/data/world.py)
+        from rlkd_bench.data.world import WorldDecomposer
+
+        return WorldDecomposer()
     if kind == "openai" and target:
         from rlkd_bench.decompose.annotate import Annotator
 
@@ -99,5 +103,6 @@ def get_decomposer(spec: str, **options: Any) -> Decomposer:
 
         return GSRMDecomposer(target, **options)
     raise ConfigError(
-        f"unknown decomposer {spec!r}: use 'heuristic', 'openai:<model>' or 'gsrm:<checkpoint-or-url>'"
+        f"unknown decomposer {spec!r}: use 'heuristic', 'openai:<model>', 'gsrm:<checkpoint-or-url>' or "
+        "'world' (the mini-study world's exact parser)"
     )

@@ -11,8 +11,9 @@ from rlkd_bench.llm.base import ChatRequest, Completion, Engine, EngineOptions, 
 
 SPEC_HELP = ("an engine spec is KIND:MODEL with KIND one of openai (HTTP; --batch-api for the Batch API; "
              "--base-url for vllm serve / transformers serve), transformers (in process, CPU/GPU) or vllm "
-             "(in process, GPU), e.g. openai:gpt-4o, transformers:Qwen/Qwen2.5-7B-Instruct, vllm:./gsrm")
-KINDS = ("openai", "transformers", "vllm")
+             "(in process, GPU), or world:teacher (the mini-study world's programmatic teacher), e.g. openai:gpt-4o, "
+             "transformers:Qwen/Qwen2.5-7B-Instruct, vllm:./gsrm")
+KINDS = ("openai", "transformers", "vllm", "world")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -36,6 +37,10 @@ def make_engine(spec: str, options: EngineOptions | None = None) -> Engine:
         from rlkd_bench.llm.openai_engine import OpenAIEngine
 
         return OpenAIEngine(model, options)
+    if kind == "world":  # not a model: the programmatic teacher of rlkd_bench/data/world.py
+        from rlkd_bench.data.world import WorldTeacher
+
+        return WorldTeacher(model, options)
     if options.batch_api:
         raise ConfigError(f"--batch-api works with openai:<model> engines only, not {spec!r}")
     if kind == "transformers":

@@ -126,7 +126,8 @@ def tag_count(prompts: list, completions: list, completion_ids: list | None = No
 
 
 # -- structure ---------------------------------------------------------------------------------
-STRUCTURE_KEYS = ("decomposer", "matcher", "normalize", "timeout_s", "gsrm_engine", "engine_options")
+STRUCTURE_KEYS = ("decomposer", "matcher", "normalize", "timeout_s", "gsrm_engine", "gsrm_max_new_tokens",
+                  "engine_options")
 
 
 def make_structure_reward(config: dict[str, Any] | None = None) -> RewardFunc:

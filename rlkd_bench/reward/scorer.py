@@ -100,11 +100,12 @@ class StructureScorer:
     ``decomposer``: ``heuristic``, ``gsrm:<checkpoint>`` (in process; ``gsrm_engine`` picks
     transformers or vllm) or ``gsrm:http://HOST/v1``. ``matcher``: see ``matchers.make_matcher``.
     ``normalize``: the reward is the sum of r_i / n_teacher (in [0, 1]) instead of the raw sum.
+    ``gsrm_max_new_tokens``: the longest decomposition a GSRM may write (its default: 4096).
     """
 
     def __init__(self, decomposer: str = "heuristic", matcher: str = "lexical", *, normalize: bool = True,
                  engine_options: EngineOptions | None = None, timeout_s: float = 300,
-                 gsrm_engine: str | None = None):
+                 gsrm_engine: str | None = None, gsrm_max_new_tokens: int | None = None):
         if not timeout_s or timeout_s <= 0:
             raise ConfigError(f"structure reward: timeout_s must be > 0, got {timeout_s}")
         self.decomposer_spec = decomposer
@@ -118,6 +119,8 @@ class StructureScorer:
             opts["options"] = self.engine_options
             if kind == "gsrm" and gsrm_engine:
                 opts["engine"] = gsrm_engine
+            if kind == "gsrm" and gsrm_max_new_tokens:  # a GSRM that never stops must not stall training
+                opts["max_new_tokens"] = int(gsrm_max_new_tokens)
         self.decomposer = get_decomposer(decomposer, **opts)
         matcher_kw: dict[str, Any] = {}
         if matcher.partition(":")[0].strip().lower() == "judge":

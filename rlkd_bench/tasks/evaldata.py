@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rlkd_bench.errors import ConfigError, DataError
+from rlkd_bench.prompting import R1_INSTRUCTION
 from rlkd_bench.reward.scorer import as_decomposition
 
 log = logging.getLogger("rlkd_bench.tasks")
@@ -51,7 +52,6 @@ REASONING_SOURCES = {
                           "key": "gpqa_data", "env": "RLKD_GPQA_DATA"},
 }
 
-R1_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 GPQA_INSTRUCTION = ("Answer the following multiple-choice question. Think it through step by step, then "
                     "end your response with a line of the form 'Answer: X', where X is one of A, B, C, D.")
 
@@ -82,16 +82,10 @@ def scorer_settings(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def prompt_parts(problem: str, style: str, *, instruction: str = R1_INSTRUCTION) -> tuple[str, str]:
-    """(system, user) for a problem. ``rlkd``: the RLKD student's training prompt (system turn
-    asking for ``<think>`` and a boxed answer in ``<answer>``); ``r1``: no system turn, the
-    instruction after the problem (DeepSeek-R1's recommended zero-shot form)."""
-    if style == "rlkd":
-        from rlkd_bench.rlkd_data import system_prompt
+    """(system, user) for a problem, as the student was trained with (``rlkd_data.prompt_parts``)."""
+    from rlkd_bench.rlkd_data import prompt_parts as parts
 
-        return system_prompt(), problem.strip()
-    if style == "r1":
-        return "", f"{problem.strip()}\n{instruction}"
-    raise ConfigError(f"unknown prompt style {style!r}: use 'rlkd' (the RLKD training prompt) or 'r1'")
+    return parts(problem, style, instruction=instruction)
 
 
 # -- the bundled eval set ------------------------------------------------------------------------
