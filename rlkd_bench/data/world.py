@@ -1,9 +1,10 @@
 """A small world whose reasoning structure is known, for RLKD in miniature (``make mini-study``).
 
-A problem defines a few named quantities, some from numbers (``a = 7 + 5``) and some from other
-quantities (``c = a - b``), and asks for one of them. Its sub-problems are the quantities; the
-dependencies between them leave several valid orders (``a`` then ``b``, or ``b`` then ``a``,
-before ``c``): the "implicit multi-branch structure" RLKD is about, with the branches countable.
+A problem defines a few named quantities, some from numbers (``a=16-4``, ``b=8+8``) and some from
+others (``z=a+b``; or ``u=a-b``, ``z=c+u``), one per line, and asks for ``z``. Its sub-problems
+are the quantities; the dependencies between them leave 2, 6 or 8 valid orders (``a`` then ``b``,
+or ``b`` then ``a``, before ``z``): the "implicit multi-branch structure" RLKD is about, with the
+branches countable.
 
 The programmatic teacher (``world:teacher``, an ``Engine`` so ``rlkd-bench traces --generate``
 samples it like any model) writes short R1-style traces: it says what it needs, picks the next
@@ -14,7 +15,7 @@ would a real teacher's wrong sample.
 
 ``parse`` is the world's exact decomposer: it reads a trace of this world back into steps in the
 toolkit's step format, and gives, on every teacher trace, the decomposition the teacher wrote
-(``Trace.truth``; tests/test_world.py checks that on thousands). It is a real algorithm for this
+(``Trace.truth``; tests/test_world.py checks that on 1,200 traces). It is a real algorithm for this
 one world and is named as such (``--decomposer world``), never a stand-in for a model.
 
 Numbers stay small (sums and differences under 100) so a tiny model can learn them. Everything
