@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from rlkd_bench.cli import cli
+from rlkd_bench.prompting import R1_INSTRUCTION
 from rlkd_bench.rlkd_data import load_rlkd_data, system_prompt
 
 
@@ -140,3 +141,18 @@ def test_teacher_steps_from_a_gsrm_checkpoint(memorizing_gsrm, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["params"]["decomposer_config"]["engine"] == "transformers"
     assert manifest["prompt_versions"]["decomposer"].startswith("gsrm@")
+
+
+def test_r1_prompt_style_has_no_system_turn(tmp_path):
+    out = tmp_path / "rlkd"
+    res = CliRunner().invoke(cli, ["build-rlkd-data", "--limit", "4", "--test-size", "0", "--prompt", "r1",
+                                   "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["params"]["prompt_style"] == "r1" and "rlkd_system" not in manifest["prompt_versions"]
+    rows = load_rlkd_data(str(out), "train")
+    for row in rows:  # the problem, then R1's instruction, as `rlkd-bench eval --prompt r1` asks
+        assert [m["role"] for m in row["prompt"]] == ["user"]
+        assert row["prompt"][0]["content"] == row["problem"].strip() + "\n" + R1_INSTRUCTION
+    bad = CliRunner().invoke(cli, ["build-rlkd-data", "--prompt", "chat", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "chat" in bad.output

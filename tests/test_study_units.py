@@ -116,3 +116,15 @@ def test_compare_calls_a_difference_only_when_intervals_part():
     assert compare(a, {"mean": 0.3, "ci": [0.25, 0.35]}) == "**+0.300**"
     assert compare(a, {"mean": 0.58, "ci": [0.5, 0.66]}) == "+0.020"
     assert compare(a, None) == "–"
+
+
+def test_the_rlkd_config_caps_what_a_gsrm_may_write(tiny_model_dir):
+    """A GSRM that never stops would generate 4096 tokens per completion at every reward call."""
+    from rlkd_bench.reward.scorer import StructureScorer
+    from rlkd_bench.rl import parse_config
+
+    cfg = parse_config(["--config", str(ROOT / "recipes" / "configs" / "mini" / "rlkd.yaml"),
+                        f"structure_decomposer=gsrm:{tiny_model_dir}", "structure_gsrm_max_new_tokens=48"])
+    structure = cfg.script.structure()
+    assert structure["gsrm_max_new_tokens"] == 48
+    assert StructureScorer(**structure).decomposer.max_new_tokens == 48
