@@ -547,7 +547,7 @@ def eval_summary(eval_dirs: Sequence[str | Path], *, metrics: Sequence[str] | No
 def eval_cell(stats: Mapping[str, Any] | None) -> str:
     """``0.412 ± 0.031 [0.35, 0.47]``: mean ± sd over seeds [bootstrap CI]; the sd is left out with
     one seed, the interval where no per-doc values were logged."""
-    if stats is None:
+    if stats is None or stats.get("mean") is None:
         return "–"
     cell = f"{stats['mean']:.3f}"
     if stats.get("sd") is not None:

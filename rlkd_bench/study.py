@@ -32,6 +32,7 @@ from typing import Any
 from rlkd_bench.configs import StudyConfig
 from rlkd_bench.errors import RlkdError
 from rlkd_bench.products import write_json, write_jsonl, write_text
+from rlkd_bench.report import eval_cell
 
 STATE = "stages.json"
 STUDY_VERSION = 1  # bump when a stage's meaning changes: every fingerprint changes with it
@@ -210,33 +211,28 @@ def gsrm_quality(traces: Path, gsrm: Path, out: Path) -> dict[str, Any]:
     the true steps (exact matcher, normalised), and whether its steps form a valid plan.
     """
     from rlkd_bench.data import world
-    from rlkd_bench.decompose import get_decomposer
-    from rlkd_bench.reward.align import structure_score
-    from rlkd_bench.reward.matchers import normalize_text
+    from rlkd_bench.reward.scorer import StructureScorer
     from rlkd_bench.tasks.evaldata import read_jsonl_rows
 
-    def same(kind: str, a: str, b: str) -> bool:
-        return normalize_text(a) == normalize_text(b)
-
+    # the reward's own scorer: the same decomposer and matcher the rlkd-gsrm arm trains with
+    scorer = StructureScorer(f"gsrm:{gsrm}", "exact", normalize=True, gsrm_max_new_tokens=GSRM_MAX_NEW_TOKENS)
     rows = read_jsonl_rows(traces)
-    results = get_decomposer(f"gsrm:{gsrm}", max_new_tokens=GSRM_MAX_NEW_TOKENS).decompose(rows)
-    decomposed = identical = 0
-    scores, plans, reasons = [], [], {}
+    results = scorer.decompose([r["problem"] for r in rows], [r["reasoning"] for r in rows],
+                               [r.get("answer", "") for r in rows])
+    pairs, plans, reasons, identical = [], [], {}, 0
     for r, res in zip(rows, results, strict=True):
         truth, problem = world.parse(r["problem"], r["reasoning"]), world.read_problem(r["problem"])
         if not res.ok or truth is None or problem is None:
             reason = (res.error or "no truth")[:80]
             reasons[reason] = reasons.get(reason, 0) + 1
-            scores.append(0.0)
-            plans.append(0.0)
             continue
         d = res.decomposition
-        decomposed += 1
         identical += d.steps == truth.steps  # type: ignore[union-attr]
-        scores.append(structure_score(truth, d, same, normalize=True))  # type: ignore[arg-type]
-        plans.append(world.true_structure(problem, d)["valid_plan"])
+        pairs.append((truth, d))
+        plans.append(world.true_structure(problem, d)["valid_plan"])  # type: ignore[arg-type]
+    scores = [a.value(True) if a is not None else 0.0 for a in scorer.align_pairs(pairs)]
     n = len(rows) or 1
-    result = {"traces": len(rows), "decomposed": decomposed / n, "identical": identical / n,
+    result = {"traces": len(rows), "decomposed": len(pairs) / n, "identical": identical / n,
               "structure_score": sum(scores) / n, "valid_plan": sum(plans) / n, "failures": reasons}
     write_json(out, result)
     return result
@@ -316,10 +312,10 @@ def plan(cfg: StudyConfig, root: Path, *, python: str = sys.executable, make: st
     base_student, base_gsrm = models / "base-student", models / "base-gsrm"
     warmup = models / "warmup"
 
-    def traces(name: str, problems: Path, dest: Path) -> Stage:
+    def traces(name: str, world_stage: str, problems: Path, dest: Path) -> Stage:
         return Stage(name, dest, cmd=[*cli, "traces", "--generate", "--teacher", "world:teacher", "--traces",
                                       str(problems), "--n", str(cfg.teacher_samples), "--out", str(dest)],
-                     after=(f"world-{name.split('-')[1]}",))
+                     after=(world_stage,))
 
     def rlkd_data(name: str, src: Path, decomposer: str, dest: Path, after: tuple[str, ...], test_size: str) -> Stage:
         return Stage(name, dest, cmd=[*cli, "build-rlkd-data", "--traces", str(src), "--decomposer", decomposer,
@@ -353,8 +349,8 @@ def plan(cfg: StudyConfig, root: Path, *, python: str = sys.executable, make: st
             base_gsrm, hidden=cfg.gsrm_hidden, layers=cfg.gsrm_layers, vocab_size=cfg.vocab_size, max_new_tokens=320),
               params={"hidden": cfg.gsrm_hidden, "layers": cfg.gsrm_layers, "vocab": cfg.vocab_size}),
     ], [
-        traces("traces-train", train_problems, traces_train),
-        traces("traces-eval", eval_problems, traces_eval),
+        traces("traces-train", "world-train", train_problems, traces_train),
+        traces("traces-eval", "world-eval", eval_problems, traces_eval),
     ], [
         Stage("gsrm-data", gsrm_data, cmd=[*cli, "build-gsrm-data", "--traces", str(traces_train), "--annotator",
                                            "world", "--out", str(gsrm_data), "--no-progress"],
@@ -440,28 +436,12 @@ def run_study(cfg: StudyConfig, root: Path, *, log: Callable = print, venv: str 
     return summary
 
 
-def _fig(stats: dict[str, Any] | None) -> str:
-    if not stats or stats.get("mean") is None:
-        return "–"
-    text = f"{stats['mean']:.3f}"
-    if stats.get("sd") is not None:
-        text += f" ± {stats['sd']:.3f}"
-    if stats.get("ci"):
-        lo, hi = stats["ci"]
-        text += f" [{lo:.2f}, {hi:.2f}]"
-    return text
-
-
 def compare(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
     """``a`` minus ``b`` on one figure; bold only when the two bootstrap intervals do not overlap."""
     if not a or not b or a.get("mean") is None or b.get("mean") is None:
         return "–"
     diff = f"{a['mean'] - b['mean']:+.3f}"
-    if a.get("ci") and b.get("ci"):
-        (alo, ahi), (blo, bhi) = a["ci"], b["ci"]
-        if alo > bhi or ahi < blo:
-            return f"**{diff}**"
-    return diff
+    return f"**{diff}**" if _apart(a, b) else diff
 
 
 def _apart(a: dict[str, Any] | None, b: dict[str, Any] | None) -> int:
@@ -554,7 +534,7 @@ def write_study_report(cfg: StudyConfig, out: Path, timings: dict[str, dict[str,
         "|:---|" + "---:|" * len(figs),
     ]
     for arm in arms:
-        lines.append(f"| {arm} | " + " | ".join(_fig(ev[arm].get(key)) for key, _ in figs) + " |")
+        lines.append(f"| {arm} | " + " | ".join(eval_cell(ev[arm].get(key)) for key, _ in figs) + " |")
     lines += ["", "## Reading", "",
               "Differences of means; **bold** where the two 95% intervals do not overlap (the only differences "
               "this report calls real).", "",

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from rlkd_bench.errors import ConfigError, DataError
-from rlkd_bench.prompting import R1_INSTRUCTION
 from rlkd_bench.reward.scorer import as_decomposition
+from rlkd_bench.rlkd_data import prompt_parts  # as the student was trained: one owner of the prompt
 
 log = logging.getLogger("rlkd_bench.tasks")
 
@@ -79,13 +79,6 @@ def scorer_settings(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- prompts -------------------------------------------------------------------------------------
-
-
-def prompt_parts(problem: str, style: str, *, instruction: str = R1_INSTRUCTION) -> tuple[str, str]:
-    """(system, user) for a problem, as the student was trained with (``rlkd_data.prompt_parts``)."""
-    from rlkd_bench.rlkd_data import prompt_parts as parts
-
-    return parts(problem, style, instruction=instruction)
 
 
 # -- the bundled eval set ------------------------------------------------------------------------
