@@ -3,7 +3,7 @@
 The recipe only wires: the stages, their fingerprints and the figures live in
 ``rlkd_bench.study``; the world in ``rlkd_bench.data.world``; the sizes in the YAML config.
 
-    make mini-study                                   # 3 seeds, CPU, about 25 minutes
+    make mini-study                                   # 3 seeds, CPU, about 20 minutes
     make mini-study QUICK=1                           # one seed, a few steps (the test suite's run)
     python recipes/mini_study.py --config recipes/configs/mini_study.yaml seeds=[1,2,3,4] arm_steps=100
 
