@@ -5,6 +5,11 @@ PIP := $(PY) -m pip
 OUT ?= outputs
 CONFIG ?=
 NUM_GPUS ?= 1
+# A config's `output_dir: outputs/NAME` becomes $(OUT)/NAME (TRAIN_ARGS="output_dir=..." still wins).
+# Exit codes: make itself exits 2 whenever a target fails; the command's own code (65 data, 70 runtime,
+# 130 interrupted) is the N of make's "Error N" line, and the command make echoes (set -x) returns it.
+CONFIG_OUT = od=$$(sed -n 's/^output_dir:[[:space:]]*//p' "$(CONFIG_FILE)" | sed 's/[[:space:]]*\#.*//' | tr -d "\"'" | head -n 1); \
+	case "$$od" in outputs/*) set -- "$$@" output_dir="$(OUT)/$${od\#outputs/}";; esac
 DATA ?=
 ACCELERATE_CONFIG ?= recipes/accelerate/zero3.yaml
 TRAIN_ARGS ?=
@@ -39,11 +44,12 @@ train-gsrm: install
 	    $(VENV)/bin/rlkd-bench build-gsrm-data --out "$$data" || exit $$?; \
 	  fi; \
 	fi; \
+	set --; $(CONFIG_OUT); \
 	if [ "$(NUM_GPUS)" -gt 1 ]; then \
 	  set -x; $(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(NUM_GPUS) \
-	    recipes/train_gsrm.py --config $(CONFIG_FILE) data="$$data" $(TRAIN_ARGS); \
+	    recipes/train_gsrm.py --config $(CONFIG_FILE) data="$$data" "$$@" $(TRAIN_ARGS); \
 	else \
-	  set -x; $(PY) recipes/train_gsrm.py --config $(CONFIG_FILE) data="$$data" $(TRAIN_ARGS); \
+	  set -x; $(PY) recipes/train_gsrm.py --config $(CONFIG_FILE) data="$$data" "$$@" $(TRAIN_ARGS); \
 	fi
 
 # RLKD and its baselines (recipes/train_rlkd.py; the config's `mode` picks rlkd, grpo or sft).
@@ -64,6 +70,7 @@ train-rlkd: install
 	fi; \
 	set -- --config "$(CONFIG_FILE)"; \
 	if [ -n "$$data" ]; then set -- "$$@" dataset="$$data"; fi; \
+	$(CONFIG_OUT); \
 	if [ "$(NUM_GPUS)" -gt 1 ]; then \
 	  set -x; $(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(NUM_GPUS) \
 	    recipes/train_rlkd.py "$$@" $(TRAIN_ARGS); \

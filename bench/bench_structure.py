@@ -22,7 +22,11 @@ Three truths, and which of them the heuristic has seen:
   reference_steps.jsonl). In-sample: the heuristic's rules were reworked against them;
 - the held-out set: 18 traces written after the heuristic was frozen, with hand-written
   decompositions (rlkd_bench/data/heldout_steps.jsonl, pinned by hash in
-  tests/test_heldout_steps.py), never used to tune anything.
+  tests/test_heldout_steps.py), never used to tune anything;
+- the benchmark set: 40 traces (math, code, science, puzzle) written after that, pinned by hash in
+  tests/test_benchmark_steps.py, never used to tune anything. The boundary scoring and the hand
+  sets come from rlkd_bench/decompose/score.py (``rlkd-bench score-decomposer`` scores the whole
+  decomposition, not only its boundaries).
 "meta states its answer" is the share of steps whose meta-reasoning gives away the step's own
 answer (rlkd_bench.decompose.heuristic.meta_states_answer), which the step format forbids; the
 baselines write no meta-reasoning, so they have no entry there.
@@ -41,8 +45,11 @@ from fractions import Fraction
 from importlib import resources
 from typing import Any
 
-from rlkd_bench.data.synthetic import BANKS, BASELINES, boundary_f1, generate
+from rlkd_bench.data.synthetic import BANKS, generate
 from rlkd_bench.decompose.heuristic import HeuristicDecomposer, decompose_trace, meta_states_answer, segment
+from rlkd_bench.decompose.score import HAND_SETS
+from rlkd_bench.decompose.score import hand_truth as load_hand_truth
+from rlkd_bench.decompose.score import method_scores as boundary_scores
 from rlkd_bench.structure import Decomposition, parse_steps, render_steps
 
 _META = ["[Meat-reasoning {i}]", "[sub-think {i}]", "**[Meta-reasoning {i}]**:", "[Meta-reasoning]:",
@@ -90,35 +97,10 @@ REFERENCE_BEFORE = {"precision": 0.482, "recall": 0.489, "F1": 0.459, "step_err"
 
 
 def hand_truth(name: str) -> list[dict]:
-    """Rows of a hand-annotated set with the trace fields and the true step starts (``true``):
-    the reference set joins the bundled traces by id; the held-out set holds its traces itself."""
-    ref = bundled_rows(name)
-    traces = {r["id"]: r for r in bundled_rows()}
-    out = []
-    for row in ref:
-        t = {**traces.get(row["id"], {}), **row}
-        t["true"] = [t["reasoning"].find(q) for q in row["boundaries"]]
-        out.append(t)
-    return out
-
-
-def boundary_scores(items: list[dict], tolerance: int) -> dict[str, dict[str, float]]:
-    """Mean P / R / F1 and |steps - true| per method (the heuristic and every baseline) over
-    ``items`` (dicts with reasoning, problem and the true starts ``true``)."""
-    methods: dict[str, Callable[[dict], list[int]]] = {
-        "heuristic": lambda t: [a for a, _ in segment(t["reasoning"], t["problem"])],
-        **{name: (lambda t, f=f: f(t["reasoning"])) for name, f in BASELINES.items()},
-    }
-    out = {}
-    for name, predict in methods.items():
-        scores, err = [], 0
-        for t in items:
-            pred = predict(t)
-            scores.append(boundary_f1(pred, t["true"], tolerance))
-            err += abs(len(pred) - len(t["true"]))
-        p, r, f1 = (sum(x) / len(x) for x in zip(*scores, strict=True))
-        out[name] = {"precision": p, "recall": r, "F1": f1, "step_err": err / len(items)}
-    return out
+    """Rows of a hand-annotated set (``rlkd_bench.decompose.score``'s reference sets, by file) with
+    the trace fields and the true step starts (``true``)."""
+    set_name = {file: key for key, file in HAND_SETS.items()}[name]
+    return [{**ref.item(), "true": list(ref.starts)} for ref in load_hand_truth(set_name)]
 
 
 def meta_quality(items: list[dict]) -> dict[str, float]:
@@ -246,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{hits / max(1, total):.3f} ({hits} of {total} matched steps)")
 
     hand = {"in-sample reference": hand_truth("reference_steps.jsonl"),
-            "held-out": hand_truth("heldout_steps.jsonl")}
+            "held-out": hand_truth("heldout_steps.jsonl"), "benchmark": hand_truth("benchmark_steps.jsonl")}
     hand = {k: v for k, v in hand.items() if v}
     if hand:
         print()

@@ -27,12 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, GSRMTrainConfig, args.overrides)
-        from rlkd_bench.gsrm_sft import train
+        from rlkd_bench.gsrm_sft import claim_output_dir, train
 
-        summary = train(cfg, command=["python", *sys.argv])
+        with claim_output_dir(cfg):  # refuses an output_dir it would destroy, locks it, inputs read-only
+            summary = train(cfg, command=["python", *sys.argv])
     except RlkdError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C: the README's exit code 130, one line, no traceback
+        print("interrupted: no checkpoint was written; the steps saved so far are kept in <output_dir>.run/ "
+              "(rerun with resume_from_checkpoint=true to continue from the last one)", file=sys.stderr)
+        return 130
     if summary.get("sha256"):  # the main process
         print(json.dumps(summary, indent=2, default=str))
         print(f"GSRM checkpoint written to {summary['output_dir']}")

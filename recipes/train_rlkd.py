@@ -32,13 +32,18 @@ def main(argv: list[str] | None = None) -> int:
                   "trl.ModelConfig and trl.GRPOConfig / trl.SFTConfig may be set.")
         return 0 if args else 2
     try:
-        from rlkd_bench.rl import parse_config, train
+        from rlkd_bench.rl import claim_output_dir, parse_config, train
 
         cfg = parse_config(args)
-        summary = train(cfg, command=["python", *sys.argv])
+        with claim_output_dir(cfg):  # refuses an output_dir it would destroy, locks it, inputs read-only
+            summary = train(cfg, command=["python", *sys.argv])
     except RlkdError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C: the README's exit code 130, one line, no traceback
+        print("interrupted: no checkpoint was written; the steps saved so far are kept in <output_dir>.run/ "
+              "(rerun with resume_from_checkpoint=last to continue from the last one)", file=sys.stderr)
+        return 130
     if summary.get("sha256"):  # the main process
         print(json.dumps(summary, indent=2, default=str))
         print(f"{summary['mode']} checkpoint written to {summary['output_dir']} "

@@ -121,6 +121,22 @@ def preflight(obj: Any) -> None:
         endpoint.resolve(engine.options.base_url, engine.options.api_key_env)
 
 
+INCOMPLETE = "incomplete"  # manifest status of a run stopped by --max-cost with rows left to do
+
+
+def record_budget_stop(manifest: Manifest, pending: int, reason: str, unit: str = "row(s)") -> str:
+    """A run that ``--max-cost`` stopped, the same in every stage: the rows not sent are pending
+    (neither rows nor rejects), ``counts.pending_budget`` says how many, the manifest's status is
+    ``incomplete`` with the reason, and a rerun with a larger budget finishes it (what was paid is
+    in the request cache). Returns the line the stage prints."""
+    note = (f"stopped before passing the budget ({reason.removesuffix('; not sent')}): {pending} {unit} "
+            "pending, neither kept nor rejected; rerun with a larger --max-cost to finish (answers already "
+            "paid for are cached)")
+    manifest.counts["pending_budget"] = pending
+    manifest.status, manifest.error = INCOMPLETE, note
+    return note
+
+
 def failure_summary(errors: list[str], limit: int = 3) -> str:
     """``3 x HTTP 400: ...; 2 x connection error: ...``: the distinct reasons, most common first."""
     from collections import Counter
@@ -289,16 +305,16 @@ def _annotate_and_save(spec: TraceSpec, out: Path, loaded: LoadResult, decompose
                       f"these (input sha256 {old_sha[:12]} -> {(state['input']['sha256'] or '?')[:12]}); "
                       f"they are annotated again: {', '.join(changed[:5])}"
                       f"{' ...' if len(changed) > 5 else ''}[/yellow]")
-    usage, cached, budget_stop = Usage(), 0, None
+    usage, cached, budget_stop, n_budget = Usage(), 0, None, 0
     failed: list[str] = []  # request failures left pending (transient)
     refused: list[str] = []  # permanent request failures, rejected with their reason
     succeeded = 0  # rows of this run that got a reply (annotated, or rejected for an invalid reply)
     bar = progress_bar(total=len(pending), desc=f"annotate ({annotator})", enabled=show_progress)
 
     def on_result(i: int, res: DecomposeResult) -> None:
-        nonlocal usage, cached, budget_stop, succeeded
+        nonlocal usage, cached, budget_stop, succeeded, n_budget
         if res.error and res.error.startswith(BUDGET_PREFIX):
-            budget_stop = res.error
+            budget_stop, n_budget = res.error, n_budget + 1
             return  # not done: a rerun with a larger budget picks it up
         trace = pending[i]
         usage += res.usage
@@ -356,6 +372,7 @@ def _annotate_and_save(spec: TraceSpec, out: Path, loaded: LoadResult, decompose
     price_source = decomposer.price_source() if hasattr(decomposer, "price_source") else None
     if price_source:
         manifest.usage["price_source"] = price_source
+    budget_note = record_budget_stop(manifest, n_budget, budget_stop) if budget_stop else None
 
     error, exc = None, None
     if pending and not succeeded and (failed or refused):
@@ -381,9 +398,8 @@ def _annotate_and_save(spec: TraceSpec, out: Path, loaded: LoadResult, decompose
     if exc is not None:
         print_summary("build-gsrm-data", result, out)
         raise exc
-    if budget_stop:
-        console.print(f"[yellow]stopped before passing the budget ({budget_stop}); finished rows are "
-                      f"kept in {out}; rerun with a larger --max-cost to continue[/yellow]")
+    if budget_note:
+        console.print(f"[yellow]{budget_note}; the finished rows are kept in {out}[/yellow]")
     return result
 
 

@@ -20,7 +20,9 @@ class RlkdGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RlkdError as e:
-            click.secho(f"error: {e}", fg="red", err=True)
+            from rlkd_bench.llm.redact import redact_text
+
+            click.secho(f"error: {redact_text(str(e))}", fg="red", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted; finished rows are kept: rerun the same command to resume.", err=True)
@@ -77,7 +79,8 @@ def trace_options(f):
                           "rejects.jsonl with its reason and go on."),
         click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N traces."),
         click.option("--verify/--no-verify", default=False, show_default=True,
-                     help="Check each answer against its gold with math-verify; reject misses."),
+                     help="Check each answer against its gold with math-verify; reject misses. (traces "
+                          "--generate always does: only verified samples are kept.)"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -336,6 +339,56 @@ def build_rlkd_data_cmd(source, fmt, fields, split, config_name, on_error, limit
     click.echo(out)
 
 
+@cli.command("score-decomposer")
+@click.option("--decomposer", default="heuristic", show_default=True, metavar="SPEC",
+              help="heuristic, openai:<model> (an annotator, with --base-url), gsrm:<checkpoint-dir>, "
+                   "gsrm:<http://host:port/v1>, world, or a baseline: paragraphs, oracle, oracle-located.")
+@click.option("--set", "sets", default="benchmark", show_default=True, metavar="NAME[,NAME]",
+              help="Reference sets: in-sample, held-out, benchmark, synthetic, world (or all).")
+@click.option("--matcher", default="lexical", show_default=True, metavar="SPEC",
+              help="Who judges 'same' for the structure agreement: exact, lexical[:T], embedding[:T], judge:<spec>.")
+@click.option("--gsrm-engine", type=click.Choice(["transformers", "vllm"]), default="transformers",
+              show_default=True, help="How a local GSRM checkpoint runs (vllm needs a GPU).")
+@click.option("--gsrm-model", default=None, metavar="NAME", help="Served model name of a GSRM endpoint.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Longest GSRM or annotator reply.")
+@engine_options
+@click.option("--n", "n_generated", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Traces per generated set (synthetic: per wording; world).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated sets.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Score the first N traces of each set.")
+@click.option("--baselines/--no-baselines", default=True, show_default=True,
+              help="Also score heuristic, paragraphs, oracle and oracle-located: the floor and ceilings.")
+@click.option("--estimate", is_flag=True, help="Print requests, tokens and cost (annotators); call nothing.")
+@click.option("--out", type=click.Path(file_okay=False), default="outputs/decomposer-scores", show_default=True,
+              help="Output directory (results.json, samples.jsonl, table.md).")
+@click.option("--progress/--no-progress", "show_progress", default=True, help="Show progress bars.")
+def score_decomposer_cmd(decomposer, sets, matcher, gsrm_engine, gsrm_model, max_new_tokens, n_generated, seed,
+                         limit, baselines, estimate, out, show_progress, **engine):
+    """Score a decomposer (a GSRM, an annotator) against reference decompositions.
+
+    Parse rate, step-count error, boundary F1 and structure agreement per field, per domain and
+    overall; see rlkd_bench/decompose/score.py. Examples:
+
+    \b
+      rlkd-bench score-decomposer --decomposer heuristic --set all
+      rlkd-bench score-decomposer --decomposer gsrm:outputs/gsrm --set held-out,benchmark
+      rlkd-bench score-decomposer --decomposer openai:gpt-4o --estimate
+    """
+    from rlkd_bench.decompose.score import command
+
+    options: dict = {}
+    engine_opts = _engine_options(out, **engine, progress=show_progress)
+    if decomposer.startswith(("gsrm:", "openai:")):
+        options["options"] = engine_opts
+    if decomposer.startswith("gsrm:"):
+        options.update(engine=gsrm_engine, model=gsrm_model, max_new_tokens=max_new_tokens)
+    if decomposer.startswith("openai:"):
+        options.update(max_tokens=max_new_tokens)
+    command(decomposer, sets, matcher=matcher, out=out, options=options, engine_options=engine_opts,
+            estimate=estimate, baselines=baselines, n=n_generated, seed=seed, limit=limit, echo=click.echo)
+
+
 @cli.command("publish")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--repo", "repo_id", required=True, metavar="ID", help="Hub repo id, e.g. you/rlkd-data.")
@@ -391,7 +444,12 @@ def tasks_path_cmd():
 @click.option("--model-backend", type=click.Choice(["hf", "vllm", "local-completions"]), default="hf",
               show_default=True, help="lm-eval model backend (vllm needs a GPU; local-completions a server).")
 @click.option("--base-url", default=None, metavar="URL",
-              help="Server for local-completions, e.g. http://localhost:8000/v1 (vllm serve).")
+              help="Server for local-completions, e.g. http://localhost:8000/v1 (vllm serve). user:pw@ in it "
+                   "goes as Basic auth, its query with every request.")
+@click.option("--api-key-env", default=None, metavar="NAME",
+              help="Environment variable that holds the server's key (local-completions). OPENAI_API_KEY goes "
+                   "to api.openai.com only; another --base-url gets a key only when this names it (over https, "
+                   "or plain http to loopback).")
 @click.option("--model-args", default=None, metavar="K=V,...", help="Extra lm-eval model arguments.")
 @click.option("--limit", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Problems per task (N, or a fraction < 1); for smoke tests.")
@@ -403,6 +461,12 @@ def tasks_path_cmd():
 @click.option("--matcher", default=None, metavar="SPEC",
               help="Who judges steps the same: lexical (default; $RLKD_MATCHER), exact, embedding, "
                    "judge:http://host:port/v1.")
+@click.option("--gsrm-model", default=None, metavar="NAME",
+              help="The served model at a gsrm:http(s)://... decomposer (default: the only one it lists; "
+                   "$RLKD_GSRM_MODEL).")
+@click.option("--judge-model", default=None, metavar="NAME",
+              help="The served model at a judge:http(s)://... matcher (default: the only one it lists; "
+                   "$RLKD_JUDGE_MODEL).")
 @click.option("--eval-data", default=None, metavar="SOURCE",
               help="Problems with teacher steps for rlkd_structure/rlkd_diversity: bundled (default; "
                    "$RLKD_EVAL_DATA), an rlkd-data product dir (its test split), a file or a Hub id.")
@@ -423,9 +487,11 @@ def tasks_path_cmd():
 @click.option("--log-samples/--no-log-samples", default=True, show_default=True,
               help="Keep every completion and its metrics (samples_<task>.jsonl).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (hf, vllm).")
-def eval_cmd(model, task_list, model_backend, base_url, model_args, limit, output_path, decomposer, matcher,
-             eval_data, prompt, metadata_json, repeats, max_gen_toks, batch_size, device, chat_template,
-             log_samples, seed):
+@click.option("--overwrite", is_flag=True,
+              help="Replace another model's eval in --output-path (only the files that eval wrote are removed).")
+def eval_cmd(model, task_list, model_backend, base_url, api_key_env, model_args, limit, output_path, decomposer, matcher,
+             gsrm_model, judge_model, eval_data, prompt, metadata_json, repeats, max_gen_toks, batch_size, device, chat_template,
+             log_samples, seed, overwrite):
     """Evaluate MODEL on the RLKD lm-eval tasks (lm_eval.simple_evaluate, tasks folder set).
 
     \b
@@ -446,13 +512,16 @@ def eval_cmd(model, task_list, model_backend, base_url, model_args, limit, outpu
         raise ConfigError(f"--metadata is not valid JSON: {e}") from None
     if metadata is not None and not isinstance(metadata, dict):
         raise ConfigError("--metadata must be a JSON object")
+    named = {k: v for k, v in {"gsrm_model": gsrm_model, "judge_model": judge_model}.items() if v}
+    metadata = {**(metadata or {}), **named} if named else metadata
     tasks = [t.strip() for t in task_list.split(",") if t.strip()]
     n = int(limit) if limit and limit >= 1 else limit
     results = run_eval(model, tasks, backend=model_backend, model_args=model_args, base_url=base_url, limit=n,
                        output_path=output_path, decomposer=decomposer, matcher=matcher, eval_data=eval_data,
                        prompt=prompt, metadata=metadata, repeats=repeats, max_gen_toks=max_gen_toks,
                        batch_size=int(batch_size) if batch_size.isdigit() else batch_size, device=device,
-                       chat_template=chat_template, log_samples=log_samples, seed=seed)
+                       chat_template=chat_template, log_samples=log_samples, seed=seed, api_key_env=api_key_env,
+                       overwrite=overwrite)
     rows = summary_rows(results)
     rows["wall time (s)"] = results.get("rlkd", {}).get("wall_s", 0.0)
     if output_path:
@@ -478,7 +547,8 @@ def report_cmd(run_dirs, eval_dirs, metrics, out):
 
     Each --eval DIR is what `rlkd-bench eval ... --output-path DIR` wrote; a DIR named
     <arm>-seed<N> (or <arm>-s<N>) is one seed of an arm. Every metric is given per arm as mean ± sd
-    over seeds with a 95% bootstrap interval over eval problems (eval_table.md, eval.png).
+    over seeds with a 95% bootstrap interval over eval problems (eval_table.md, eval.png), and every
+    pair of arms is compared by a paired test (difference, interval, p, MDE) in REPORT.md.
     RUN_DIRs may be left out when --eval is given.
 
     \b
@@ -490,6 +560,8 @@ def report_cmd(run_dirs, eval_dirs, metrics, out):
     from rlkd_bench.report import write_report
 
     result = write_report(list(run_dirs), out, eval_dirs=list(eval_dirs), metrics=list(metrics) or None)
+    for warning in result.get("warnings", []):
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     rows = {"runs": ", ".join(result["runs"]) or "none",
             "eval arms": ", ".join(result.get("eval", {})) or "none",
             "plots": ", ".join(result["plots"]) or "none"}

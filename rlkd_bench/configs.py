@@ -55,6 +55,7 @@ class GSRMTrainConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     output_dir: str = "outputs/gsrm"
+    overwrite_output_dir: bool = False  # write into a non-empty output_dir that holds no GSRM (its files are kept)
     # "assistant": TRL's assistant_only_loss ({% generation %} markers, TRL's training template
     # for known families); "completion": system+user as prompt, assistant as completion;
     # "auto": the first of the two that the tokenizer's chat template supports.
@@ -97,8 +98,14 @@ class GSRMTrainConfig:
             problems.append(f"warmup_ratio: {self.warmup_ratio} is not in [0, 1)")
         if self.learning_rate <= 0:
             problems.append(f"learning_rate: {self.learning_rate} must be > 0")
-        if self.num_train_epochs <= 0 and self.max_steps <= 0:
-            problems.append("num_train_epochs or max_steps must be > 0")
+        if self.max_steps == 0 or self.max_steps < -1:
+            problems.append(f"max_steps: {self.max_steps} trains nothing; set it >= 1, or -1 to train "
+                            "num_train_epochs epochs")
+        elif self.max_steps == -1 and self.num_train_epochs <= 0:
+            problems.append(f"num_train_epochs: {self.num_train_epochs} trains nothing with max_steps: -1; "
+                            "set it > 0")
+        if not str(self.output_dir).strip():
+            problems.append("output_dir: empty; name the checkpoint dir to write")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
                      "gradient_accumulation_steps", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
@@ -131,7 +138,8 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     arms: list[str] = field(default_factory=lambda: list(STUDY_ARMS))
     quick: bool = False
-    jobs: int = 2  # stages run side by side (each with torch on 1 thread when > 1)
+    jobs: int = 2  # stages run side by side
+    threads: int = 1  # torch threads of every stage process (fixed: float sums depend on the thread count)
     world_seed: int = 1  # the training world's problems
     eval_world_seed: int = 2  # the held-out world: evaluation and the GSRM's quality
     train_problems: int = 3000
@@ -164,7 +172,7 @@ class StudyConfig:
         if self.world_seed == self.eval_world_seed:
             problems.append("world_seed and eval_world_seed must differ: eval problems are held out")
         for name in ("train_problems", "eval_problems", "teacher_samples", "gsrm_steps", "warmup_steps",
-                     "arm_steps", "eval_repeats", "max_gen_toks", "jobs", "eval_batch_size"):
+                     "arm_steps", "eval_repeats", "max_gen_toks", "jobs", "threads", "eval_batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: {getattr(self, name)} must be >= 1")
         if self.eval_repeats not in (2, 4, 8):

@@ -21,15 +21,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlkd_bench.errors import ConfigError
+from rlkd_bench.errors import ConfigError, RlkdError
+from rlkd_bench.llm.endpoint import Endpoint, resolve
+from rlkd_bench.products import runtime_info
 
 BACKENDS = ("hf", "vllm", "local-completions")
 STRUCTURE_TASKS = ("rlkd_structure", "rlkd_diversity")
 
 
+def completions_url(ep: Endpoint) -> str:
+    """The URL lm-eval posts to: the endpoint's path with ``/completions`` (once), then its query;
+    no ``user:password@`` (that goes as the Authorization header)."""
+    from urllib.parse import urlencode
+
+    url = ep.url.rstrip("/")
+    if not url.endswith("/completions"):
+        url += "/completions"
+    return url + (f"?{urlencode(ep.query)}" if ep.query else "")
+
+
 def model_args_for(backend: str, model: str, *, base_url: str | None = None, extra: str | None = None,
-                   max_gen_toks: int | None = None) -> dict[str, Any]:
-    """lm-eval model arguments for a backend: the model path or name, plus ``--model-args``."""
+                   max_gen_toks: int | None = None, api_key_env: str | None = None) -> dict[str, Any]:
+    """lm-eval model arguments for a backend: the model path or name, plus ``--model-args``.
+
+    For ``local-completions`` the URL and the key follow our engines' rule (``llm/endpoint.py``);
+    ConfigError when a key would go over plain http to a host that is not loopback."""
     from lm_eval.utils import simple_parse_args_string
 
     if backend not in BACKENDS:
@@ -39,28 +55,84 @@ def model_args_for(backend: str, model: str, *, base_url: str | None = None, ext
         if not base_url:
             raise ConfigError("--model-backend local-completions needs --base-url "
                               "(e.g. http://localhost:8000/v1/completions)")
-        url = base_url.rstrip("/")
-        if not url.endswith("/completions"):
-            url += "/completions"
+        url = completions_url(resolve(base_url, api_key_env))
         args = {"model": model, "base_url": url, "tokenizer_backend": "huggingface", "tokenizer": model,
                 "tokenized_requests": False, "num_concurrent": 8, "max_retries": 5}
     elif base_url:
         raise ConfigError(f"--base-url is for --model-backend local-completions, not {backend}")
+    elif api_key_env:
+        raise ConfigError(f"--api-key-env is for --model-backend local-completions, not {backend}")
     if max_gen_toks and backend == "local-completions":  # its default cap (256) would cut a task's own
         args["max_gen_toks"] = int(max_gen_toks)
     args.update(simple_parse_args_string(extra or ""))
     return args
 
 
-def prepare_api_model(lm: Any) -> Any:
+class ServerRefused(BaseException):  # noqa: N818 - a signal, not an error lm-eval should see
+    """A permanent HTTP error (400, 401, 403, 404, 422 ...) from the completions server.
+
+    A BaseException on purpose: lm-eval retries every ``Exception`` (five times, with backoff),
+    which cannot help here; this one passes its retry loop at once and ``run_eval`` turns it into
+    an RlkdError with the redacted URL."""
+
+
+RETRY_STATUS = frozenset({408, 409, 429})
+
+
+def prepare_api_model(lm: Any, endpoint: Endpoint | None = None) -> Any:
     """Make lm-eval's ``local-completions`` model fit sampled reasoning evals (module docstring):
 
     - the chat template is rendered here with the model's tokenizer, into the same prompt text the
       ``hf`` backend sends (lm-eval would otherwise post the chat as a message list to
       ``/v1/completions``, which a completions server rejects);
     - sampled requests go without lm-eval's fixed seed, so ``repeats: k`` gives k samples;
-    - a lone prompt goes as a string (the API takes both; ``transformers serve`` only a string).
+    - a lone prompt goes as a string (the API takes both; ``transformers serve`` only a string);
+    - the Authorization header is the endpoint's (``llm/endpoint.py``: a key only where the user
+      meant it to go, Basic auth from the URL's ``user:password@``), never lm-eval's own
+      ``Bearer $OPENAI_API_KEY``; lm-eval's log lines are redacted (its error lines quote the
+      request headers), and a permanent HTTP error stops the run at once (``ServerRefused``).
     """
+    from rlkd_bench.llm.redact import redact_logs
+
+    ep = endpoint or resolve(getattr(lm, "base_url", None), None)
+    lm.header = ep.headers()  # lm-eval's ``header`` is a cached_property: the instance value wins
+    redact_logs("lm_eval.models.api_models", "lm_eval.models.openai_completions")
+    where = completions_url(ep)
+    call, acall = lm.model_call, lm.amodel_call
+
+    def refused(status: int | None, reason: str) -> ServerRefused | None:
+        if status is None or status in RETRY_STATUS or status >= 500:
+            return None
+        from rlkd_bench.llm.redact import redact_text
+
+        hint = ep.no_key_hint() if status in (401, 403) else ""
+        return ServerRefused(redact_text(f"the completions server at {where} answered HTTP {status} {reason}"
+                                         f"{hint}; a permanent error, not retried"))
+
+    async def amodel_call(*args: Any, **kwargs: Any) -> Any:
+        import aiohttp
+
+        try:
+            return await acall(*args, **kwargs)
+        except aiohttp.ClientResponseError as e:
+            stop = refused(e.status, str(e.message or ""))
+            if stop is not None:
+                raise stop from None
+            raise
+
+    def model_call(*args: Any, **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            return call(*args, **kwargs)
+        except requests.HTTPError as e:
+            resp = e.response
+            stop = refused(resp.status_code if resp is not None else None, resp.reason if resp is not None else "")
+            if stop is not None:
+                raise stop from None
+            raise
+
+    lm.model_call, lm.amodel_call = model_call, amodel_call
     create = lm._create_payload
     if getattr(lm, "tokenizer_backend", None) == "huggingface" and getattr(lm, "tokenizer", None) is not None:
         tokenizer = lm.tokenizer
@@ -84,6 +156,32 @@ def prepare_api_model(lm: Any) -> Any:
 
     lm._create_payload = payload
     return lm
+
+
+def is_transport_error(e: BaseException) -> bool:
+    """A failure of the HTTP exchange with a completions server (after lm-eval's retries)."""
+    import asyncio
+
+    import aiohttp
+    import requests
+
+    return isinstance(e, aiohttp.ClientError | requests.RequestException | asyncio.TimeoutError | TimeoutError)
+
+
+def transport_message(e: BaseException, url: str) -> str:
+    """One redacted line for a failed exchange: aiohttp's and requests' own texts quote the URL
+    with its query, and their reprs the request headers (the key)."""
+    import aiohttp
+
+    from rlkd_bench.llm.redact import redact_text, safe_url
+
+    where = safe_url(url)
+    if isinstance(e, aiohttp.ClientResponseError):
+        what = f"answered HTTP {e.status} {e.message or ''}".rstrip()
+    else:
+        detail = " ".join(str(e).split())[:300]
+        what = f"could not be reached ({type(e).__name__}{': ' + detail if detail else ''}); is the server up?"
+    return redact_text(f"the completions server at {where} {what}")
 
 
 def structure_metadata(decomposer: str | None, matcher: str | None, eval_data: str | None,
@@ -129,6 +227,9 @@ def load_tasks(task_names: list[str], metadata: dict[str, Any], *, repeats: int 
         for t in loaded["tasks"].values():
             if t.config.repeats > 1:  # the sampled tasks; rlkd_structure scores one completion
                 t.config.repeats = int(repeats)
+    for t in loaded["tasks"].values():  # rlkd_diversity needs 2 samples: refuse before the model loads
+        if hasattr(t, "check_repeats"):
+            t.check_repeats()
     return tm, top, loaded
 
 
@@ -148,7 +249,7 @@ def scorer_description(metadata: dict[str, Any]) -> dict[str, Any]:
     from rlkd_bench.reward.scorer import StructureScorer
 
     return StructureScorer(metadata["decomposer"], metadata["matcher"], timeout_s=metadata["timeout_s"],
-                           gsrm_engine=metadata.get("gsrm_engine")).describe()
+                           gsrm_engine=metadata.get("gsrm_engine"), normalize=True).describe()  # as tasks/utils.py
 
 
 def run_eval(model: str, tasks: list[str], *, backend: str = "hf", model_args: str | None = None,
@@ -156,15 +257,19 @@ def run_eval(model: str, tasks: list[str], *, backend: str = "hf", model_args: s
              decomposer: str | None = None, matcher: str | None = None, eval_data: str | None = None,
              prompt: str | None = None, metadata: dict[str, Any] | None = None, repeats: int | None = None,
              max_gen_toks: int | None = None, batch_size: int | str = 1, device: str | None = None,
-             chat_template: bool = True, log_samples: bool = True, seed: int = 0) -> dict[str, Any]:
-    """Evaluate ``model`` on ``tasks``; returns lm-eval's results dict (with an ``rlkd`` section)."""
+             chat_template: bool = True, log_samples: bool = True, seed: int = 0,
+             api_key_env: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Evaluate ``model`` on ``tasks``; returns lm-eval's results dict (with an ``rlkd`` section).
+    ``output_path`` is checked first (``check_output``): ``overwrite`` replaces another model's eval."""
     import lm_eval
     from lm_eval.api.registry import get_model
 
     if not tasks:
         raise ConfigError("--tasks is empty: name at least one task (e.g. rlkd_structure)")
+    stale = check_output(Path(output_path), model, overwrite=overwrite) if output_path else []
     meta = structure_metadata(decomposer, matcher, eval_data, prompt, metadata)
-    args = model_args_for(backend, model, base_url=base_url, extra=model_args, max_gen_toks=max_gen_toks)
+    args = model_args_for(backend, model, base_url=base_url, extra=model_args, max_gen_toks=max_gen_toks,
+                          api_key_env=api_key_env)
     t0 = time.monotonic()
     tm, top, loaded = load_tasks(tasks, meta, repeats=repeats)
     if backend == "hf" and not device:  # lm-eval's hf backend assumes CUDA
@@ -173,7 +278,7 @@ def run_eval(model: str, tasks: list[str], *, backend: str = "hf", model_args: s
         device = "cuda" if torch.cuda.is_available() else "cpu"
     lm = get_model(backend).create_from_arg_obj(args, {"batch_size": batch_size, "device": device})
     if backend == "local-completions":
-        prepare_api_model(lm)
+        prepare_api_model(lm, resolve(base_url, api_key_env))
     else:
         check_context(loaded["tasks"], int(getattr(lm, "max_length", 0) or 0), max_gen_toks)
     gen_cfg = getattr(getattr(lm, "model", None), "generation_config", None)
@@ -182,10 +287,17 @@ def run_eval(model: str, tasks: list[str], *, backend: str = "hf", model_args: s
         # whose generation_config sets max_new_tokens would silently override the task's budget
         gen_cfg.max_new_tokens = None
     gen_kwargs = {"max_gen_toks": int(max_gen_toks)} if max_gen_toks else None
-    results = lm_eval.simple_evaluate(
-        model=lm, tasks=top, task_manager=tm, limit=limit, log_samples=log_samples,
-        apply_chat_template=chat_template, gen_kwargs=gen_kwargs, random_seed=seed, numpy_random_seed=seed,
-        torch_random_seed=seed, fewshot_random_seed=seed, bootstrap_iters=1000)
+    try:
+        results = lm_eval.simple_evaluate(
+            model=lm, tasks=top, task_manager=tm, limit=limit, log_samples=log_samples,
+            apply_chat_template=chat_template, gen_kwargs=gen_kwargs, random_seed=seed, numpy_random_seed=seed,
+            torch_random_seed=seed, fewshot_random_seed=seed, bootstrap_iters=1000)
+    except ServerRefused as e:
+        raise RlkdError(str(e)) from None
+    except Exception as e:
+        if backend != "local-completions" or not is_transport_error(e):
+            raise
+        raise RlkdError(transport_message(e, completions_url(resolve(base_url, api_key_env)))) from None
     if results is None:  # not rank 0 of a distributed run
         return {}
     uses_structure = any(name in STRUCTURE_TASKS for name in loaded["tasks"])
@@ -196,14 +308,71 @@ def run_eval(model: str, tasks: list[str], *, backend: str = "hf", model_args: s
         "repeats": {n: t.config.repeats for n, t in loaded["tasks"].items()},
         "scorer": scorer_description(meta) if uses_structure else None,
         "wall_s": round(time.monotonic() - t0, 3),
+        "runtime": runtime_info(seed=seed),
     }
     if output_path:
-        write_results(results, Path(output_path))
+        write_results(results, Path(output_path), stale=stale)
     return results
 
 
-def write_results(results: dict[str, Any], out: Path) -> list[Path]:
-    """``results.json`` and one ``samples_<task>.jsonl`` per task, each written atomically."""
+RESULTS = "results.json"
+
+
+def _same_model(a: Any, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(str(a)).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def check_output(out: Path, model: str, *, overwrite: bool = False) -> list[Path]:
+    """Before the eval: may ``--output-path`` take this model's results? Returns the files an
+    earlier ``rlkd-bench eval`` wrote there, which the new results replace (``write_results``
+    removes those it does not write again). ConfigError (exit 2), naming the folder, for: a file;
+    a product or model dir; results or samples files this command did not write (``report --eval``
+    would read them as this model's); another model's eval, unless ``overwrite``."""
+    from rlkd_bench.products import MANIFEST
+
+    flag = "--output-path"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{flag} {out}: is a file, not a directory")
+    if not out.is_dir():
+        return []
+    if (out / MANIFEST).is_file() or (out / "config.json").is_file():
+        raise ConfigError(f"{flag} {out} is a product or model dir ({MANIFEST if (out / MANIFEST).is_file() else 'config.json'}): "
+                          f"the eval files would mix into it; use another {flag}")
+    found = sorted(p.name for p in out.glob("samples_*.jsonl"))
+    if (out / RESULTS).is_file():
+        found.insert(0, RESULTS)
+    if not found:
+        return []
+    try:
+        earlier = json.loads((out / RESULTS).read_text(encoding="utf-8")) if (out / RESULTS).is_file() else {}
+    except (OSError, ValueError):
+        earlier = {}
+    rlkd = earlier.get("rlkd") if isinstance(earlier, dict) else None
+    ours: set[str] = set()
+    if isinstance(rlkd, dict):
+        listed = rlkd.get("files")
+        ours = {str(f) for f in listed} if isinstance(listed, list) else {
+            RESULTS, *(f"samples_{t}.jsonl" for t in rlkd.get("tasks") or [])}  # written before files were listed
+    foreign = [n for n in found if n not in ours]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(f"{flag} {out} holds eval files that `rlkd-bench eval` did not write there ({shown}): "
+                          f"`rlkd-bench report --eval` would read them as this model's; move them or use another "
+                          f"{flag}")
+    other = (earlier.get("config") or {}).get("model")
+    if not _same_model(other, model) and not overwrite:
+        raise ConfigError(f"{flag} {out} holds the eval of another model ({other}); use another {flag}, or "
+                          "--overwrite to replace that eval (only the files it wrote are removed)")
+    return [out / n for n in sorted(ours) if (out / n).exists()]
+
+
+def write_results(results: dict[str, Any], out: Path, *, stale: list[Path] | tuple[Path, ...] = ()) -> list[Path]:
+    """``results.json`` and one ``samples_<task>.jsonl`` per task, each written atomically;
+    ``results.json`` (last) lists them as ``rlkd.files``, and the ``stale`` files of an earlier
+    eval that are not written again are removed (nothing else in the folder is touched)."""
     from lm_eval.utils import handle_non_serializable
 
     from rlkd_bench.llm.redact import scrub
@@ -214,12 +383,15 @@ def write_results(results: dict[str, Any], out: Path) -> list[Path]:
                           ensure_ascii=False, **kw)
 
     samples = results.pop("samples", None) or {}
-    written = [out / "results.json"]
-    write_text(written[0], dumps(results, indent=2) + "\n")
-    for task, rows in samples.items():
-        path = out / f"samples_{task}.jsonl"
+    written = [out / RESULTS, *(out / f"samples_{task}.jsonl" for task in samples)]
+    if isinstance(results.get("rlkd"), dict):
+        results["rlkd"]["files"] = [p.name for p in written]
+    for path, rows in zip(written[1:], samples.values(), strict=True):
         write_text(path, "".join(dumps(r) + "\n" for r in rows))
-        written.append(path)
+    write_text(written[0], dumps(results, indent=2) + "\n")
+    for path in stale:
+        if path not in written:
+            path.unlink(missing_ok=True)
     results["samples"] = samples
     return written
 

@@ -26,8 +26,10 @@ from rlkd_bench.errors import ConfigError, DataError
 from rlkd_bench.products import (
     Manifest,
     atomic_dir,
+    datasets_read_only,
     redact_argv,
     render_card,
+    runtime_info,
     save_checkpoint,
     write_json,
     write_text,
@@ -49,6 +51,7 @@ class SFTData:
     local: bool
     manifest: dict[str, Any] | None = None
     dropped_too_long: int = 0
+    eval_dropped_too_long: int = 0
     system_prompt_version: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -105,17 +108,20 @@ def load_sft_data(cfg: GSRMTrainConfig) -> SFTData:
             builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(suffix)
             if builder is None:
                 raise ConfigError(f"{where}: unsupported data file type {suffix!r} (jsonl, json or parquet)")
+            if suffix == ".jsonl":
+                check_jsonl(where)
             dd = datasets.load_dataset(builder, data_files={cfg.train_split: where})
         else:
             dd = datasets.load_dataset(where, cfg.data_config)
-    except ConfigError:
+    except (ConfigError, DataError):
         raise
     except Exception as e:  # datasets raises many types; the user needs the source and the reason
         raise ConfigError(f"could not load the gsrm-sft data {where!r}: {type(e).__name__}: {e}") from None
     if not isinstance(dd, datasets.DatasetDict):
         dd = datasets.DatasetDict({cfg.train_split: dd})
     if cfg.train_split not in dd:
-        raise ConfigError(f"{where}: no split {cfg.train_split!r} (has: {', '.join(dd)})")
+        saved = (Path(where) / SFT_SUBDIR if kind == "product" else Path(where)) if kind in ("product", "saved") else None
+        raise no_split_error(where, cfg.train_split, list(dd), saved)
     train = dd[cfg.train_split]
     evald = dd[cfg.eval_split] if cfg.eval_split and cfg.eval_split in dd else None
     for name, split in (("train", train), ("eval", evald)):
@@ -151,6 +157,52 @@ def load_saved_dict(path: Path) -> Any:
             continue  # an empty split
         out[split] = datasets.load_from_disk(str(path / split))
     return datasets.DatasetDict(out)
+
+
+def empty_splits(path: str | Path) -> list[str]:
+    """The splits a saved DatasetDict lists with no rows (``load_saved_dict`` leaves them out)."""
+    path = Path(path)
+    try:
+        splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    out = []
+    for split in splits:
+        state = path / split / "state.json"
+        try:
+            if state.is_file() and not json.loads(state.read_text(encoding="utf-8")).get("_data_files"):
+                out.append(split)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return out
+
+
+def no_split_error(where: str, split: str, has: Any, saved: str | Path | None) -> Exception:
+    """A split that is not there: a DataError when the saved data lists it with 0 rows, else a
+    ConfigError naming the splits there are (the key is wrong)."""
+    if saved is not None and split in empty_splits(saved):
+        return DataError(f"the {split!r} split has 0 rows", file=where, field=split)
+    return ConfigError(f"{where}: no split {split!r} (has: {', '.join(has) or 'none'})")
+
+
+def check_jsonl(path: str | Path) -> None:
+    """Read a jsonl file once before ``datasets`` does: it says ``StopIteration`` for an empty file and
+    gives no line number for a malformed one. A DataError names the file and the line."""
+    from rlkd_bench.sources import _read_jsonl
+
+    p = Path(path)
+    rows = 0
+    try:
+        for _line, rec in _read_jsonl(p):
+            if isinstance(rec, DataError):
+                raise rec
+            rows += 1
+    except DataError as e:
+        if e.line is None:  # the reader's own wording is about traces
+            raise DataError("the file is empty: no rows", file=str(p)) from None
+        raise
+    if not rows:
+        raise DataError("the file is empty: no rows", file=str(p))
 
 
 def _check_columns(ds: Any, where: str, split: str) -> None:
@@ -202,19 +254,55 @@ def drop_too_long(ds: Any, tokenizer: Any, max_length: int | None) -> tuple[Any,
     """
     if max_length is None or not len(ds):
         return ds, 0
+    lengths = conversation_lengths(ds, tokenizer)
+    kept = ds.select([i for i, n in enumerate(lengths) if n <= max_length])
+    return kept, len(ds) - len(kept)
+
+
+def conversation_lengths(ds: Any, tokenizer: Any, turns: Any = None) -> list[int]:
+    """Tokens of each row's conversation under the chat template, as TRL's SFTTrainer tokenizes it
+    (``turns(row)``: the messages; default the ``messages`` column)."""
+    turns = turns or (lambda row: row["messages"])
 
     def length(row: dict) -> dict:
-        ids = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=False)
+        ids = tokenizer.apply_chat_template(turns(row), tokenize=True, return_dict=False)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return {"_n_tokens": len(ids)}
 
-    with_len = ds.map(length, desc="measuring lengths")
-    kept = with_len.filter(lambda r: r["_n_tokens"] <= max_length).remove_columns("_n_tokens")
-    return kept, len(ds) - len(kept)
+    return list(ds.map(length, desc="measuring lengths", remove_columns=ds.column_names)["_n_tokens"])
 
 
 # ---- model, tokenizer and loss mode -------------------------------------------------------------
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest whole ``checkpoint-N`` in ``run_dir``: transformers writes ``trainer_state.json``
+    last, so a checkpoint cut short by Ctrl-C or a crash has none and is passed over (TRL's own
+    choice, the highest N, would fail to load it)."""
+    found = [(int(p.name.rsplit("-", 1)[1]), p) for p in run_dir.glob("checkpoint-*")
+             if p.name.rsplit("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(found)[1] if found else None
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def check_model_source(name: str, key: str) -> None:
+    """Before anything loads: a model named by a path must be a model dir there (with its tokenizer);
+    anything else must read as a Hub id. ConfigError naming ``key`` otherwise."""
+    if name == "tiny":
+        return
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ConfigError(f"key '{key}': {name}: not a model dir (no config.json)")
+        if not any((p / f).is_file() for f in _TOKENIZER_FILES):
+            raise ConfigError(f"key '{key}': {name}: the model dir has no tokenizer ({', '.join(_TOKENIZER_FILES[:2])}); "
+                              "save the tokenizer with the model (tokenizer.save_pretrained(DIR))")
+        return
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or not _HUB_ID.match(name) and "/" in name:
+        raise ConfigError(f"key '{key}': model not found: {name} (no such directory; a Hub id reads owner/name)")
 
 
 def resolve_model(cfg: GSRMTrainConfig, work_dir: Path) -> str:
@@ -237,7 +325,10 @@ def resolve_model(cfg: GSRMTrainConfig, work_dir: Path) -> str:
 def load_tokenizer(model: str, chat_template: str = "model") -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model)
+    try:
+        tok = AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as e:  # not on the Hub, not cached offline, no tokenizer files
+        raise ConfigError(f"key 'model': cannot load the tokenizer of {model!r}: {e}") from None
     if chat_template == "chatml":
         from rlkd_bench.tiny import CHAT_TEMPLATE
 
@@ -337,6 +428,7 @@ def build_trainer(cfg: GSRMTrainConfig, run_dir: Path) -> tuple[Any, SFTData, st
     """
     from trl import SFTTrainer
 
+    check_model_source(cfg.model, "model")
     data = load_sft_data(cfg)
     base = resolve_model(cfg, run_dir)
     tokenizer = load_tokenizer(base, cfg.chat_template)
@@ -347,7 +439,7 @@ def build_trainer(cfg: GSRMTrainConfig, run_dir: Path) -> tuple[Any, SFTData, st
             f"every train row is longer than max_length={cfg.max_length} tokens", file=data.source
         )
     if data.eval is not None:
-        data.eval, _ = drop_too_long(data.eval, tokenizer, cfg.max_length)
+        data.eval, data.eval_dropped_too_long = drop_too_long(data.eval, tokenizer, cfg.max_length)
         if len(data.eval) == 0:
             data.eval = None
     train, evald = data.train, data.eval
@@ -364,6 +456,16 @@ def build_trainer(cfg: GSRMTrainConfig, run_dir: Path) -> tuple[Any, SFTData, st
 # ---- the checkpoint: weights, card, manifest ---------------------------------------------------
 
 
+def claim_output_dir(cfg: GSRMTrainConfig) -> Any:
+    """``products.claim_checkpoint`` for this config (the guard, the run lock, read-only inputs),
+    protecting the data and the base model."""
+    from rlkd_bench.products import claim_checkpoint
+
+    return claim_checkpoint(cfg.output_dir, PRODUCT, inputs=[str(cfg.data or ""), cfg.model],
+                            overwrite=cfg.overwrite_output_dir)
+
+
+
 def checkpoint_manifest(cfg: GSRMTrainConfig, data: SFTData, base: str, loss_mode: str,
                         metrics: dict[str, Any], wall_time_s: float,
                         command: list[str] | None = None) -> Manifest:
@@ -373,7 +475,8 @@ def checkpoint_manifest(cfg: GSRMTrainConfig, data: SFTData, base: str, loss_mod
     m.add_input("data", data.source, local=data.local)
     m.add_input("base_model", cfg.model if cfg.model == "tiny" else base, local=False)
     m.params = {"config": configs.to_dict(cfg), "loss_mode": loss_mode,
-                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}}
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+                "runtime": runtime_info(seed=cfg.seed)}  # what the figures depend on beyond the config
     if data.manifest:
         m.params["data_manifest"] = {
             k: data.manifest.get(k) for k in ("product", "created", "counts", "prompt_versions", "inputs")
@@ -389,6 +492,7 @@ def checkpoint_manifest(cfg: GSRMTrainConfig, data: SFTData, base: str, loss_mod
         "train_rows": len(data.train),
         "eval_rows": len(data.eval) if data.eval is not None else 0,
         "dropped_too_long": data.dropped_too_long,
+        "eval_dropped_too_long": data.eval_dropped_too_long,
         "steps": int(metrics.get("global_step", 0)),
     }
     m.wall_time_s = round(wall_time_s, 2)
@@ -422,16 +526,19 @@ def model_card(manifest: Manifest, cfg: GSRMTrainConfig, log_history: list[dict]
         k: round(v, 4) if isinstance(v, float) else v
         for k, v in manifest.params["metrics"].items() if k in shown_metrics
     }
-    return render_card(
+    from rlkd_bench.llm.redact import scrub  # the config may name a data or model URL with credentials
+
+    return scrub(render_card(
         card_manifest, kind="model", title="GSRM: Generative Structure Reward Model",
         summary=("Fine-tuned to rewrite a reasoning trace as steps of meta-reasoning, sub-problem "
                  "and answer (RLKD, arXiv 2505.16142). Input: the GSRM prompt as system turn, "
                  "problem and trace as user turn; output: `[Meta-reasoning i]` / `[Sub-problem i]` "
                  "/ `[Answer i]` steps and a final-answer line."),
         extra="\n".join(lines),
-    )
+    ))
 
 
+@datasets_read_only()  # inputs are read-only to every caller, in-process ones included
 def train(cfg: GSRMTrainConfig, *, command: list[str] | None = None, log=print) -> dict[str, Any]:
     """Fine-tune and write the checkpoint to ``cfg.output_dir``; returns a summary dict.
 
@@ -449,8 +556,16 @@ def train(cfg: GSRMTrainConfig, *, command: list[str] | None = None, log=print) 
         log(f"GSRM SFT: base {cfg.model} · data {data.source} · {len(data.train)} train rows "
             f"({data.dropped_too_long} dropped as longer than {cfg.max_length} tokens) · loss on the "
             f"assistant turn ({loss_mode} mode)")
-    resume = cfg.resume_from_checkpoint and any(run_dir.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+        if data.dropped_too_long or data.eval_dropped_too_long:
+            log(f"max_length {cfg.max_length}: {data.dropped_too_long} of "
+                f"{len(data.train) + data.dropped_too_long} train rows and {data.eval_dropped_too_long} eval rows "
+                "are longer and were left out (truncating would cut the steps, the only part with loss); "
+                "counted in manifest.json (dropped_too_long, eval_dropped_too_long)")
+    resume = last_checkpoint(run_dir) if cfg.resume_from_checkpoint else None
+    if cfg.resume_from_checkpoint and main:
+        log(f"resume_from_checkpoint: resuming from {resume}" if resume else
+            f"resume_from_checkpoint: no checkpoint to resume in {run_dir}; starting from step 0")
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     metrics: dict[str, Any] = {"global_step": result.global_step, "train_loss": result.training_loss}
     if data.eval is not None:
         metrics.update(trainer.evaluate())

@@ -116,57 +116,62 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def make_out_dir(out_dir: str | os.PathLike) -> Path:
+def make_out_dir(out_dir: str | os.PathLike, *, flag: str = "--out") -> Path:
     """Create an output directory, or say in words why it cannot be (a file in the way, no write
-    permission, a read-only disk) instead of a traceback."""
+    permission, a read-only disk) instead of a traceback. ``flag`` names the option in messages."""
     from rlkd_bench.errors import ConfigError
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a directory")
+        raise ConfigError(f"{flag} {out}: is a file, not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         above = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-        raise ConfigError(f"--out {out}: {above or 'a parent'} is a file, so no directory can be made "
+        raise ConfigError(f"{flag} {out}: {above or 'a parent'} is a file, so no directory can be made "
                           "below it") from None
     except OSError as e:
-        raise ConfigError(f"--out {out}: cannot create the directory ({e.strerror})") from None
+        raise ConfigError(f"{flag} {out}: cannot create the directory ({e.strerror})") from None
     return out
 
 
-def check_out_dir(out_dir: str | os.PathLike, product: str) -> None:
+def check_out_dir(out_dir: str | os.PathLike, product: str, *, flag: str = "--out") -> None:
     """Before any work: refuse an --out that cannot hold ``product`` (a file, below a file, not
     writable, another product's directory), without creating anything yet."""
     from rlkd_bench.errors import ConfigError
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a directory")
+        raise ConfigError(f"{flag} {out}: is a file, not a directory")
     existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
-        raise ConfigError(f"--out {out}: {existing} is a file, so no directory can be made below it")
+        raise ConfigError(f"{flag} {out}: {existing} is a file, so no directory can be made below it")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: {existing} is not writable")
-    check_product_kind(out, product)
+        raise ConfigError(f"{flag} {out}: {existing} is not writable")
+    check_product_kind(out, product, flag=flag)
 
 
-def check_product_kind(out_dir: str | os.PathLike, product: str) -> None:
+def product_of(out_dir: str | os.PathLike) -> str | None:
+    """The ``product`` its manifest.json names, or None (no manifest, or not one of ours)."""
+    try:
+        other = json.loads((Path(out_dir) / MANIFEST).read_text(encoding="utf-8")).get("product")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return other if isinstance(other, str) else None
+
+
+def check_product_kind(out_dir: str | os.PathLike, product: str, *, flag: str = "--out") -> None:
     """Refuse to write a ``product`` into a directory that holds another kind of product (its
     manifest.json says so) or a manifest.json that is not ours: it would be overwritten."""
     from rlkd_bench.errors import ConfigError
 
-    mf = Path(out_dir) / MANIFEST
-    if not mf.is_file():
+    if not (Path(out_dir) / MANIFEST).is_file():
         return
-    try:
-        other = json.loads(mf.read_text(encoding="utf-8")).get("product")
-    except (ValueError, OSError, AttributeError):
-        other = None
+    other = product_of(out_dir)
     if other != product:
-        what = f"a {other!r} product" if isinstance(other, str) else f"a {MANIFEST} that is not an rlkd-bench one"
-        raise ConfigError(f"--out {Path(out_dir)} holds {what}, not {product!r}: writing here would "
-                          "overwrite it; use another --out")
+        what = f"a {other!r} product" if other else f"a {MANIFEST} that is not an rlkd-bench one"
+        raise ConfigError(f"{flag} {Path(out_dir)} holds {what}, not {product!r}: writing here would "
+                          f"overwrite it; use another {flag}")
 
 
 @contextlib.contextmanager
@@ -180,29 +185,48 @@ def open_product(out_dir: str | os.PathLike, product: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
+def run_lock(out_dir: str | os.PathLike, *, flag: str = "--out", shown: str | os.PathLike | None = None,
+             tidy: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on a product directory for the length of a run.
 
     Two runs appending to the same row logs would interleave their rows; the second one is
-    refused with a clear message instead. The lock dies with the process (even on SIGKILL).
+    refused with a clear message instead (ConfigError, exit 2). The lock dies with the process
+    (even on SIGKILL). ``shown`` is the path the message names (default ``out_dir``); ``tidy``
+    removes the directory again when this run made it and left nothing in it but the lock file
+    (a run refused before it wrote anything leaves no trace).
     """
     import fcntl
 
     from rlkd_bench.errors import ConfigError
 
-    out = make_out_dir(out_dir)
-    try:
-        f = open(out / ".lock", "w")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise ConfigError(f"--out {out}: cannot write there ({e.strerror})") from None
-    with f:
+    made = not Path(out_dir).exists()
+    out = make_out_dir(out_dir, flag=flag)
+    lock = out / ".lock"
+    while True:
+        try:
+            f = open(lock, "w")  # noqa: SIM115 - closed below
+        except OSError as e:
+            raise ConfigError(f"{flag} {shown or out}: cannot write there ({e.strerror})") from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(f"another run is writing to {out}; wait for it or use another --out") from None
+            f.close()
+            raise ConfigError(f"another run is writing to {shown or out}; wait for it or use another {flag}") from None
+        try:  # a tidy run may have removed the file we opened just before we locked it: lock the new one
+            if os.stat(lock).st_ino == os.fstat(f.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        f.close()
+    with f:
         try:
             yield
         finally:
+            if tidy and made:
+                with contextlib.suppress(OSError):
+                    if [p.name for p in out.iterdir()] == [lock.name]:
+                        lock.unlink()
+                        out.rmdir()
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
@@ -296,12 +320,147 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def checkpoint_run_dir(out: str | os.PathLike) -> Path:
+    """Where a training run keeps its state and stages its checkpoint: ``<output_dir>.run/``."""
+    out = Path(out)
+    return out.with_name(out.name + ".run")
+
+
+def check_checkpoint_dir(out_dir: str | os.PathLike, product: str, *, inputs: Iterable[str | os.PathLike] = (),
+                         overwrite: bool = False) -> None:
+    """Before training: refuse an ``output_dir`` whose contents the checkpoint would destroy.
+
+    Refused (ConfigError, exit 2): a file; a directory that cannot be written or made; another
+    kind of product; a directory that is, holds or lies inside one of the run's ``inputs`` (the
+    data, the base model, the GSRM); a non-empty directory that is not a ``product`` checkpoint,
+    unless ``overwrite`` (then the checkpoint's files are written among what it holds, which is
+    kept). A checkpoint of the same kind is replaced: only the files its manifest lists go.
+    """
+    from rlkd_bench.errors import ConfigError
+
+    flag = "output_dir"
+    out = Path(out_dir)
+    check_out_dir(out, product, flag=flag)
+    here = out.resolve()
+    for source in inputs:
+        p = Path(source).expanduser()
+        if not str(source) or not p.exists():
+            continue  # a Hub id, "tiny": nothing on disk to protect
+        there = p.resolve()
+        how = ("is" if here == there else "holds" if here in there.parents else
+               "is inside" if there in here.parents and there.is_dir() else None)
+        if how:
+            raise ConfigError(f"{flag} {out} {how} an input of this run ({p}), and inputs are read-only: "
+                              f"writing the checkpoint there would change or destroy it; use another {flag}")
+    if out.is_dir() and product_of(out) != product:
+        entries = sorted(p.name for p in out.iterdir())
+        if entries and not overwrite:
+            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+            raise ConfigError(f"{flag} {out} is not empty ({shown}) and holds no {product}: training would "
+                              f"mix its checkpoint with these files; use a new or empty {flag}, or set "
+                              "overwrite_output_dir=true to write the checkpoint among them (they are kept; "
+                              "files of the same name are replaced)")
+
+
+@contextlib.contextmanager
+def claim_checkpoint(out_dir: str | os.PathLike, product: str, *, inputs: Iterable[str | os.PathLike] = (),
+                     overwrite: bool = False) -> Iterator[Path]:
+    """Claim ``output_dir`` for one training run: the guard (``check_checkpoint_dir``), the run
+    lock on ``<output_dir>.run/`` (the main process only; a second run into the same
+    ``output_dir`` is refused with exit 2), and saved datasets kept read-only for the run.
+
+    The lock is on the run dir because ``output_dir`` itself is replaced whole at the end.
+    """
+    inputs = list(inputs)
+    check_checkpoint_dir(out_dir, product, inputs=inputs, overwrite=overwrite)
+    main = int(os.environ.get("RANK", "0") or 0) == 0  # accelerate/torchrun: one lock per run
+    lock = (run_lock(checkpoint_run_dir(out_dir), flag="output_dir", shown=out_dir, tidy=True) if main
+            else contextlib.nullcontext())
+    with lock, datasets_read_only():
+        if main:  # again under the lock: a run may have just finished there
+            check_checkpoint_dir(out_dir, product, inputs=inputs, overwrite=overwrite)
+        yield Path(out_dir)
+
+
+@contextlib.contextmanager
+def datasets_read_only() -> Iterator[None]:
+    """Keep saved datasets unchanged while the block runs.
+
+    ``datasets`` writes the result of ``map``/``filter`` on a dataset loaded from disk as
+    ``cache-*.arrow`` next to its arrow files, i.e. inside the input product (whose manifest then
+    no longer matches, so ``publish`` refuses it). With caching off those results go to a
+    temporary directory that is removed when the process ends. Applies to our maps and TRL's.
+    """
+    import datasets
+
+    was = datasets.is_caching_enabled()
+    datasets.disable_caching()
+    try:
+        yield
+    finally:
+        if was:
+            datasets.enable_caching()
+
+
+def seal_checkpoint(stage: Path) -> dict[str, str]:
+    """List every file of a staged checkpoint in its manifest with its sha256 (as data products
+    do), so ``publish`` can tell replaced weights. Returns the checksums."""
+    mf = stage / MANIFEST
+    manifest = json.loads(mf.read_text(encoding="utf-8"))
+    names = sorted(p.name for p in stage.iterdir() if not p.name.startswith("."))
+    manifest["files"] = sorted(set(names) | {MANIFEST})
+    manifest["checksums"] = checksums = {n: sha256_of(stage / n) for n in names if n != MANIFEST}
+    write_json(mf, manifest)
+    return checksums
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Put the staged checkpoint at ``out``. In one rename when ``out`` holds nothing but an
+    earlier checkpoint's own files; otherwise file by file, so that what the toolkit did not make
+    (a user's notes, anything an ``overwrite_output_dir`` run was asked to write among) is kept,
+    with the manifest moved last (until then the old one, whose checksums no longer match)."""
+    from rlkd_bench.errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir {out}: became a file during the run; the checkpoint is in {stage}")
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    made: set[str] = set()
+    if product_of(out) == product_of(stage):
+        with contextlib.suppress(ValueError, OSError, AttributeError, TypeError):
+            made = set(json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files") or [])
+    present = {p.name for p in out.iterdir()}
+    if present <= made:
+        old = out.with_name(f".{out.name}.old.{os.getpid()}")
+        os.replace(out, old)
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    new = {p.name for p in stage.iterdir()}
+    for name in sorted(new - {MANIFEST}):
+        dest = out / name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        os.replace(stage / name, dest)
+    for name in sorted((made & present) - new):
+        gone = out / name
+        if gone.is_dir() and not gone.is_symlink():
+            shutil.rmtree(gone, ignore_errors=True)
+        else:
+            gone.unlink(missing_ok=True)
+    os.replace(stage / MANIFEST, out / MANIFEST)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
 def save_checkpoint(trainer: Any, run_dir: Path, out: Path, write_meta: Callable[[Path], None]) -> str | None:
     """Save a trained model so that ``out`` only ever holds a whole checkpoint.
 
     Every rank saves into ``run_dir/final`` (ZeRO-3 gathers the shards there); the main process
-    lets ``write_meta(stage)`` add the card and manifest, then renames the folder over ``out``.
-    Returns the checkpoint's short content hash on the main process, None on the others.
+    lets ``write_meta(stage)`` add the card and manifest, records each file's sha256 in the
+    manifest, then moves the checkpoint into place (``_swap_in``: only what an earlier checkpoint
+    made is replaced). Returns the checkpoint's short content hash on the main process, None on
+    the others.
     """
     main = trainer.is_world_process_zero()
     stage = run_dir / "final"
@@ -314,12 +473,9 @@ def save_checkpoint(trainer: Any, run_dir: Path, out: Path, write_meta: Callable
         return None
     (stage / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in the manifest
     write_meta(stage)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old.{os.getpid()}")
-        os.replace(out, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(stage, out)
-    return sha256_of(out)[:16]
+    checksums = seal_checkpoint(stage)
+    _swap_in(stage, out)
+    return hashlib.sha256(json.dumps(checksums, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def package_versions() -> dict[str, str]:
@@ -328,6 +484,34 @@ def package_versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
     return out
+
+
+DETERMINISM_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED",
+                   "CUDA_VISIBLE_DEVICES")
+
+
+def runtime_info(**seeds: Any) -> dict[str, Any]:
+    """What makes the same config give other floats on another machine, for results files and
+    manifests: torch's version, its thread counts (float sums split differently over threads),
+    the CPU kernels it dispatches to, its determinism switches, the environment variables that
+    set them, and the ``seeds`` the caller names (``runtime_info(seed=3)``)."""
+    info: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
+                            "cpu_count": os.cpu_count(),
+                            "env": {k: os.environ[k] for k in DETERMINISM_ENV if k in os.environ}}
+    if seeds:
+        info["seeds"] = dict(seeds)
+    try:
+        import torch
+    except ImportError:
+        return info
+    info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                torch_interop_threads=torch.get_num_interop_threads(),
+                deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),
+                cudnn_deterministic=torch.backends.cudnn.deterministic, cudnn_benchmark=torch.backends.cudnn.benchmark,
+                cuda=torch.version.cuda if torch.cuda.is_available() else None)
+    with contextlib.suppress(AttributeError, RuntimeError):
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return info
 
 
 def redact_argv(argv: list[str]) -> list[str]:

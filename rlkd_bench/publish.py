@@ -2,7 +2,8 @@
 
 A product directory is a model when it holds ``config.json`` (a transformers checkpoint) and a
 dataset otherwise; either way it must hold the ``manifest.json`` its command wrote, since the
-card is built from it. Saved ``datasets`` dictionaries inside a product (``sft/``, ``dataset/``)
+card is built from it, and its files must still have the sha256 that manifest records (training
+records them for every file of a checkpoint). Only the files the manifest lists go up. Saved ``datasets`` dictionaries inside a product (``sft/``, ``dataset/``)
 go up as one parquet file per split, declared in the card's ``configs``, so
 ``datasets.load_dataset("<repo>")`` reads them from the Hub with no extra code.
 
@@ -237,8 +238,11 @@ def plan_publish(directory: str | Path, repo_id: str, *, private: bool = False) 
     src = Path(directory).expanduser()
     repo_type, manifest = detect_product(src)
     check_manifest_files(src, manifest)
-    # a dataset product goes up as its manifest lists it; a checkpoint directory goes up whole
-    listed = (lambda rel: _listed(rel, manifest)) if repo_type == "dataset" else (lambda rel: True)
+    # a product goes up as its manifest lists it: files others put beside a checkpoint (a report,
+    # notes) stay home
+    def listed(rel: Path) -> bool:
+        return _listed(rel, manifest)
+
     saved = [d for d in _saved_dataset_dirs(src) if listed(d.relative_to(src))] if repo_type == "dataset" else []
     exports = _exports(saved, src)
     plan = PublishPlan(source=src, repo_id=repo_id, repo_type=repo_type, private=private,
@@ -252,7 +256,9 @@ def plan_publish(directory: str | Path, repo_id: str, *, private: bool = False) 
         plan.files.append(PlannedFile(e.path_in_repo, size, note=f"parquet export of "
                                       f"{e.saved_dir.relative_to(src).as_posix()}/{e.split}, {e.rows} rows; "
                                       "size is the arrow size"))
-    plan.card = build_card(src, repo_type, manifest, exports)
+    from rlkd_bench.llm.redact import scrub
+
+    plan.card = scrub(build_card(src, repo_type, manifest, exports))  # a card from an older version may hold a secret
     plan.files.append(PlannedFile(CARD, len(plan.card.encode("utf-8")), note="card from manifest.json"))
     if repo_type == "model" and not any(f.path_in_repo.endswith((".safetensors", ".bin")) for f in plan.files):
         raise ConfigError(f"{src}: config.json but no weights (*.safetensors); not a finished checkpoint")

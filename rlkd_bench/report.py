@@ -9,8 +9,14 @@ read side by side.
 
 It also reads lm-eval results (``rlkd-bench eval ... --output-path DIR``): each DIR is one arm and
 seed (``rlkd-gsrm-seed2``), each ``samples_<task>.jsonl`` line one eval problem. Every metric is
-summarised per arm as mean ± sd over seeds, with a bootstrap interval over eval problems, so a gap
-between arms can be read against both the seed noise and the problem-sampling noise.
+summarised per arm as mean ± sd over seeds, with a bootstrap interval over eval problems; a gap
+between two arms is judged by the paired test of ``rlkd_bench.stats`` (same problems, seeds and
+problems resampled), never by whether two intervals overlap. A per-sample value that is None or
+NaN is "not scored": counted, never averaged in as 0.
+
+The report shows trouble rather than hiding it: an inf/NaN logged value is shown as such with a
+warning naming the run and step, a run that stopped before ``max_steps`` is marked, the same run
+given twice is refused, and ``--out`` may not be a product, a model or an input.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ import json
 import math
 import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlkd_bench.errors import ConfigError, DataError
-from rlkd_bench.products import write_json, write_text
+from rlkd_bench.products import MANIFEST, make_out_dir, product_of, write_json, write_text
+from rlkd_bench.stats import ALPHA as STATS_ALPHA
+from rlkd_bench.stats import POWER as STATS_POWER
+from rlkd_bench.stats import TEST as STATS_TEST
+from rlkd_bench.stats import PairedDiff, paired_diff
 
 STATE = "trainer_state.json"
 REWARD_KEY = re.compile(r"^rewards/(?P<name>[^/]+)/mean$")
@@ -45,8 +55,14 @@ class Run:
     history: list[dict[str, Any]]
     mode: str | None = None  # rlkd / grpo / sft, from the checkpoint's manifest when there is one
     global_step: int | None = None
+    max_steps: int | None = None  # what the run was asked to do; a smaller global_step: it stopped early
     runtime_s: float | None = None  # the trainer's train_runtime, from its closing log row
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def stopped(self) -> bool:
+        """The run ended (interrupted, crashed, killed) before ``max_steps``."""
+        return self.global_step is not None and bool(self.max_steps) and self.global_step < self.max_steps
 
 
 # ---- reading --------------------------------------------------------------------------------------
@@ -90,10 +106,13 @@ def load_run(run_dir: str | Path, name: str | None = None) -> Run:
                         field="log_history")
     logged = [h for h in state["log_history"] if isinstance(h, dict) and isinstance(h.get("step"), (int, float))]
     rows = [h for h in logged if not any(k in h for k in END_KEYS)
-            and any(_number(v) is not None for k, v in h.items() if k not in ("step", "epoch"))]
+            and any(_numeric(v) is not None for k, v in h.items() if k not in ("step", "epoch"))]
     end = next((h for h in reversed(logged) if any(k in h for k in END_KEYS)), {})
+    steps = {k: v if isinstance(v, int) and not isinstance(v, bool) else None
+             for k in ("global_step", "max_steps") for v in [state.get(k)]}
     run = Run(name=name or _default_name(Path(run_dir)), path=Path(run_dir), history=rows,
-              global_step=state.get("global_step"), runtime_s=_number(end.get("train_runtime")))
+              global_step=steps["global_step"], max_steps=steps["max_steps"],
+              runtime_s=_number(end.get("train_runtime")))
     manifest = state_path.parent / "manifest.json"
     if manifest.is_file():
         try:
@@ -113,9 +132,18 @@ def _default_name(p: Path) -> str:
 
 
 def load_runs(run_dirs: list[str | Path]) -> list[Run]:
-    """Read every run; names that collide get their parent directory as a prefix."""
+    """Read every run; names that collide get their parent directory as a prefix. A run given
+    twice (the same path, or two paths to the same log) is refused: it would be two rows."""
     if not run_dirs:
         raise ConfigError("give at least one RUN_DIR")
+    seen_state: dict[Path, str | Path] = {}
+    for d in run_dirs:
+        state = find_state(d).resolve()
+        if state in seen_state:
+            first = seen_state[state]
+            same = "given twice" if str(first) == str(d) else f"and {first} are the same run ({state})"
+            raise ConfigError(f"RUN_DIR {d} {same}: each run may be given once")
+        seen_state[state] = d
     runs = [load_run(d) for d in run_dirs]
     seen: dict[str, int] = {}
     for r in runs:
@@ -129,28 +157,69 @@ def load_runs(run_dirs: list[str | Path]) -> list[Run]:
 # ---- series and figures ---------------------------------------------------------------------------
 
 
-def _number(v: Any) -> float | None:
+def _numeric(v: Any) -> float | None:
+    """A logged number as a float, inf and NaN included (a trainer logs them as such)."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    v = float(v)
-    return v if math.isfinite(v) else None
+    return float(v)
 
 
-def series(run: Run, key: str) -> tuple[list[float], list[float]]:
-    """(steps, values) of ``key`` over the run; rows without it, or with NaN, are left out."""
+def _number(v: Any) -> float | None:
+    """A finite logged number, else None."""
+    v = _numeric(v)
+    return v if v is not None and math.isfinite(v) else None
+
+
+def logged(run: Run, key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of every number the run logged for ``key``, inf and NaN included."""
     xs, ys = [], []
     for h in run.history:
-        v = _number(h.get(key))
+        v = _numeric(h.get(key))
         if v is not None:
             xs.append(float(h["step"]))
             ys.append(v)
     return xs, ys
 
 
+def series(run: Run, key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of ``key`` that can be drawn: rows without it, or with inf/NaN, left out
+    (the plots mark those steps; ``warnings`` names them)."""
+    xs, ys = logged(run, key)
+    keep = [i for i, y in enumerate(ys) if math.isfinite(y)]
+    return [xs[i] for i in keep], [ys[i] for i in keep]
+
+
 def final(run: Run, key: str) -> float | None:
-    """The last finite value of ``key`` that the run logged."""
-    _, ys = series(run, key)
+    """The last value of ``key`` that the run logged, as logged: inf or NaN if that is what the
+    last step gave (a previous finite value would hide the trouble); None if never logged."""
+    _, ys = logged(run, key)
     return ys[-1] if ys else None
+
+
+def warnings(runs: Sequence[Run]) -> list[str]:
+    """Trouble the figures must not hide: every non-finite value (run, metric, steps) and every
+    run that stopped before its ``max_steps``."""
+    out = []
+    for run in runs:
+        if run.stopped:
+            out.append(f"{run.name}: stopped at step {run.global_step} of {run.max_steps} "
+                       "(interrupted or failed); its figures are those of an unfinished run.")
+        keys: list[str] = []
+        for h in run.history:
+            keys += [k for k in h if k not in keys and k not in ("step", "epoch")]
+        for key in keys:
+            xs, ys = logged(run, key)
+            bad = [(int(x), y) for x, y in zip(xs, ys, strict=True) if not math.isfinite(y)]
+            if not bad:
+                continue
+            kinds = "/".join(sorted({_fmt(y) for _, y in bad}))
+            if len(bad) == len(ys):
+                out.append(f"{run.name}: {key} is {kinds} at every logged step ({len(ys)}).")
+            else:
+                steps = ", ".join(str(x) for x, _ in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+                last = " (its last logged value)" if not math.isfinite(ys[-1]) else ""
+                out.append(f"{run.name}: {key} is {kinds} at step{'s' if len(bad) > 1 else ''} {steps}{last}.")
+    return out
 
 
 def reward_keys(runs: list[Run]) -> list[str]:
@@ -158,7 +227,7 @@ def reward_keys(runs: list[Run]) -> list[str]:
     names = {m["name"] for run in runs for h in run.history for k in h if (m := REWARD_KEY.match(k))}
     ordered = [n for n in REWARD_ORDER if n in names] + sorted(names - set(REWARD_ORDER))
     keys = [f"rewards/{n}/mean" for n in ordered]
-    if any(final(r, TOTAL_REWARD) is not None for r in runs):
+    if any(logged(r, TOTAL_REWARD)[0] for r in runs):
         keys.append(TOTAL_REWARD)
     return keys
 
@@ -176,7 +245,8 @@ def structure_keys(runs: list[Run]) -> list[str]:
 
 
 def present(runs: list[Run], keys: tuple[str, ...] | list[str]) -> list[str]:
-    return [k for k in keys if any(series(r, k)[0] for r in runs)]
+    """The keys some run logged a number for (NaN throughout counts: it is shown, not dropped)."""
+    return [k for k in keys if any(logged(r, k)[0] for r in runs)]
 
 
 def plot_panels(runs: list[Run], keys: list[str], path: Path, title: str) -> Path:
@@ -194,10 +264,18 @@ def plot_panels(runs: list[Run], keys: list[str], path: Path, title: str) -> Pat
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
         drawn = False
-        for run in runs:
+        for i, run in enumerate(runs):
             xs, ys = series(run, key)
             if xs:
-                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=run.name)
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=run.name, color=f"C{i % 10}")
+                drawn = True
+            lx, ly = logged(run, key)
+            bad = [(x, y) for x, y in zip(lx, ly, strict=True) if not math.isfinite(y)]
+            if bad:  # a non-finite value cannot be drawn: an x on the bottom edge at its step, named
+                kinds = "/".join(sorted({_fmt(y) for _, y in bad}))
+                what = f"{kinds} throughout" if not xs else f"{kinds} at {len(bad)} step{'s' if len(bad) > 1 else ''}"
+                ax.scatter([x for x, _ in bad], [0.03] * len(bad), marker="x", color=f"C{i % 10}",
+                           transform=ax.get_xaxis_transform(), clip_on=False, label=f"{run.name}: {what}")
                 drawn = True
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("step")
@@ -205,8 +283,8 @@ def plot_panels(runs: list[Run], keys: list[str], path: Path, title: str) -> Pat
         if drawn:
             ax.legend(fontsize=8)
         else:
-            logged = any(key in h for r in runs for h in r.history)
-            ax.text(0.5, 0.5, "logged, but never a number\n(every completion failed)" if logged else "not logged",
+            seen = any(key in h for r in runs for h in r.history)
+            ax.text(0.5, 0.5, "logged, but never a number\n(every completion failed)" if seen else "not logged",
                     ha="center", va="center", transform=ax.transAxes)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
@@ -224,6 +302,8 @@ def plot_panels(runs: list[Run], keys: list[str], path: Path, title: str) -> Pat
 def _fmt(v: float | None) -> str:
     if v is None:
         return "–"
+    if not math.isfinite(v):
+        return "nan" if math.isnan(v) else "inf" if v > 0 else "-inf"
     return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
 
 
@@ -236,7 +316,8 @@ def final_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in runs:
         steps = r.global_step if r.global_step is not None else (int(r.history[-1]["step"]) if r.history else 0)
-        rows.append([r.name, r.mode or "–", str(steps), _fmt(r.runtime_s), *[_fmt(final(r, k)) for k in cols]])
+        shown = f"stopped at step {steps} of {r.max_steps}" if r.stopped else str(steps)
+        rows.append([r.name, r.mode or "–", shown, _fmt(r.runtime_s), *[_fmt(final(r, k)) for k in cols]])
     return header, rows
 
 
@@ -255,6 +336,8 @@ def summary_lines(runs: list[Run]) -> list[str]:
     out = []
     for r in runs:
         bits = [f"{len(r.history)} logged steps"]
+        if r.stopped:
+            bits.append(f"**stopped at step {r.global_step} of {r.max_steps}**")
         for key, label in ((TOTAL_REWARD, "reward"), ("rewards/accuracy/mean", "accuracy"),
                            ("rewards/structure/mean", "structure"), ("loss", "loss"),
                            ("completions/mean_length", "mean completion length")):
@@ -266,7 +349,7 @@ def summary_lines(runs: list[Run]) -> list[str]:
     # they share: accuracy, and structure alignment where it was scored
     for key, label in (("rewards/accuracy/mean", "accuracy reward"), ("rewards/structure/mean", "structure alignment")):
         scored = [(final(r, key), r.name) for r in runs]
-        scored = [(v, n) for v, n in scored if v is not None]
+        scored = [(v, n) for v, n in scored if v is not None and math.isfinite(v)]
         if len(scored) > 1:
             v, n = max(scored)
             leaders = [name for value, name in scored if value == v]
@@ -299,8 +382,8 @@ class EvalRun:
     path: Path
     arm: str
     seed: int | None
-    docs: dict[str, dict[str, float]]  # metric -> doc key -> value, from samples_<task>.jsonl
-    aggregates: dict[str, float]  # metric -> value, from results.json, where no doc was logged
+    docs: dict[str, dict[str, float]]  # metric -> doc key -> value (NaN: not scored), from samples_<task>.jsonl
+    aggregates: dict[str, float]  # metric -> value (NaN: nothing scored), from results.json, where no doc was logged
     higher_is_better: dict[str, bool] = field(default_factory=dict)  # "<task>/<metric>" -> bool
 
     def metrics(self) -> list[str]:
@@ -308,9 +391,17 @@ class EvalRun:
         return [*self.docs, *(m for m in self.aggregates if m not in self.docs)]
 
     def value(self, metric: str) -> float | None:
-        """This seed's figure: the mean over the docs scored for it, else results.json's."""
+        """This seed's figure: the mean over the docs scored for it (NaN when none was), else
+        results.json's; None where this dir has no such metric."""
         docs = self.docs.get(metric)
-        return statistics.fmean(docs.values()) if docs else self.aggregates.get(metric)
+        if not docs:
+            return self.aggregates.get(metric)
+        scored = [v for v in docs.values() if math.isfinite(v)]
+        return statistics.fmean(scored) if scored else math.nan
+
+    def unscored(self, metric: str) -> int:
+        """Docs logged for ``metric`` without a value (None or NaN: the metric measured nothing)."""
+        return sum(not math.isfinite(v) for v in (self.docs.get(metric) or {}).values())
 
 
 def parse_arm_seed(name: str) -> tuple[str, int | None]:
@@ -344,8 +435,10 @@ def _row_metrics(row: dict[str, Any], path: Path, line: int) -> list[str]:
 def read_samples(path: Path, task: str) -> dict[str, dict[str, float]]:
     """Per-doc values of one samples file: ``{<task>/<metric>: {doc key: value}}``.
 
-    A None, NaN or non-number means the doc was not scored for that metric: it is left out, not
-    counted as 0. A doc logged twice (same filter) counts once, at its mean."""
+    A None or NaN means the doc was not scored for that metric: it is kept as NaN (so it is counted
+    as unscored, and left out of every mean), never as 0. A value that is no number at all (a list,
+    a string) is not a per-doc figure and is skipped. A doc logged twice (same
+    filter) counts once, at the mean of its scored values."""
     rows: list[tuple[str, str, list[str], dict[str, Any]]] = []
     with path.open(encoding="utf-8") as f:
         for line, text in enumerate(f, 1):
@@ -365,10 +458,14 @@ def read_samples(path: Path, task: str) -> dict[str, dict[str, float]]:
     cells: dict[str, dict[str, list[float]]] = {}
     for key, flt, names, row in rows:
         for metric in names:
-            v = _number(row.get(metric))
-            if v is not None:
-                cells.setdefault(_filtered(task, metric, flt, filters), {}).setdefault(key, []).append(v)
-    return {m: {k: statistics.fmean(vs) for k, vs in docs.items()} for m, docs in cells.items()}
+            raw = row.get(metric)
+            v = _numeric(raw)
+            if raw is not None and v is None:
+                continue  # a list, a string: not a per-problem number (results.json has its aggregate)
+            scored = cells.setdefault(_filtered(task, metric, flt, filters), {}).setdefault(key, [])
+            if v is not None and math.isfinite(v):
+                scored.append(v)
+    return {m: {k: statistics.fmean(vs) if vs else math.nan for k, vs in docs.items()} for m, docs in cells.items()}
 
 
 def _load_json(path: Path) -> Any:
@@ -392,8 +489,8 @@ def read_results(path: Path) -> tuple[dict[str, float], dict[str, bool]]:
                 if k not in RESULT_META and "_stderr" not in k]
         filters = {flt for _, flt, _ in keys}
         for metric, flt, v in keys:
-            if (x := _number(v)) is not None:
-                values[_filtered(task, metric, flt, filters)] = x
+            if v is None or (x := _numeric(v)) is not None:  # None/NaN: the metric measured nothing
+                values[_filtered(task, metric, flt, filters)] = math.nan if v is None or not math.isfinite(x) else x
     higher = {f"{task}/{m}": bool(b) for task, d in (data.get("higher_is_better") or {}).items()
               if isinstance(d, dict) for m, b in d.items()}
     return values, higher
@@ -428,6 +525,15 @@ def load_evals(eval_dirs: Sequence[str | Path]) -> list[EvalRun]:
     """Read every eval dir; two dirs that claim the same arm and seed are an error."""
     if not eval_dirs:
         raise ConfigError("give at least one eval DIR")
+    given: dict[Path, str | Path] = {}
+    for d in eval_dirs:
+        p = Path(d)
+        where = (p.parent if p.is_file() and p.name == RESULTS else p).resolve()
+        if where in given:
+            first = given[where]
+            same = "given twice" if str(first) == str(d) else f"and {first} are the same eval ({where})"
+            raise ConfigError(f"--eval {d} {same}: each eval dir may be given once")
+        given[where] = d
     evals = [load_eval(d) for d in eval_dirs]
     seen: dict[tuple[str, int | None], EvalRun] = {}
     for e in evals:
@@ -473,11 +579,13 @@ def seed_spread(per_seed_means: Sequence[float]) -> tuple[float, float | None]:
 
 def doc_means(per_seed_docs: Sequence[Mapping[str, float]]) -> list[float]:
     """Each doc's value averaged over the seeds that scored it, in doc-key order: the eval problem,
-    not the (problem, seed) pair, is what the bootstrap resamples."""
+    not the (problem, seed) pair, is what the bootstrap resamples. An unscored (NaN) value is
+    left out; a doc no seed scored has no mean."""
     pooled: dict[str, list[float]] = {}
     for docs in per_seed_docs:
         for key, v in docs.items():
-            pooled.setdefault(key, []).append(v)
+            if math.isfinite(v):
+                pooled.setdefault(key, []).append(v)
     return [statistics.fmean(pooled[k]) for k in sorted(pooled)]
 
 
@@ -508,10 +616,13 @@ def metric_stats(evals: Sequence[EvalRun], metric: str) -> dict[str, Any] | None
     per_seed = {e.seed: v for e in sorted(evals, key=_seed_order) if (v := e.value(metric)) is not None}
     if not per_seed:
         return None
-    mean, sd = seed_spread(list(per_seed.values()))
-    docs = doc_means([e.docs[metric] for e in evals if e.docs.get(metric)])
+    finite = [v for v in per_seed.values() if math.isfinite(v)]
+    mean, sd = seed_spread(finite) if finite else (math.nan, None)
+    per_doc = [e.docs[metric] for e in evals if e.docs.get(metric)]
+    docs = doc_means(per_doc)
     return {"mean": mean, "sd": sd, "ci": list(bootstrap_ci(docs)) if docs else None,
-            "n_seeds": len(per_seed), "n_docs": len(docs) if docs else None, "per_seed": per_seed}
+            "n_seeds": len(per_seed), "n_docs": len(docs) if per_doc else None,
+            "n_unscored": sum(e.unscored(metric) for e in evals), "per_seed": per_seed}
 
 
 def _seed_order(e: EvalRun) -> tuple[bool, int]:
@@ -546,16 +657,20 @@ def eval_summary(eval_dirs: Sequence[str | Path], *, metrics: Sequence[str] | No
 
 def eval_cell(stats: Mapping[str, Any] | None) -> str:
     """``0.412 ± 0.031 [0.35, 0.47]``: mean ± sd over seeds [bootstrap CI]; the sd is left out with
-    one seed, the interval where no per-doc values were logged."""
+    one seed, the interval where no per-doc values were logged; ``(3 unscored)`` counts the
+    (problem, seed) values the metric could not score; ``nan`` where it scored nothing."""
     if stats is None or stats.get("mean") is None:
         return "–"
+    unscored = f" ({stats['n_unscored']} unscored)" if stats.get("n_unscored") else ""
+    if not math.isfinite(stats["mean"]):
+        return "nan (nothing scored)" + unscored
     cell = f"{stats['mean']:.3f}"
     if stats.get("sd") is not None:
         cell += f" ± {stats['sd']:.3f}"
     if stats.get("ci") is not None:
         lo, hi = stats["ci"]
         cell += f" [{lo:.2f}, {hi:.2f}]"
-    return cell
+    return cell + unscored
 
 
 def eval_table(summary: Mapping[str, Mapping[str, Any]], metrics: Sequence[str],
@@ -567,7 +682,8 @@ def eval_table(summary: Mapping[str, Mapping[str, Any]], metrics: Sequence[str],
     note = (f"Each cell: mean ± sd over seeds [{CI_LEVEL:.0%} bootstrap interval over eval problems: "
             f"each problem's value averaged over the seeds that scored it, {BOOTSTRAP_N} resamples]. "
             "No sd with one seed; no interval where no per-problem values were logged; – where an arm "
-            f"has no value. Seeds per arm: {', '.join(f'{a} {n}' for a, n in seeds.items())}. "
+            "has no value; \"unscored\": values the metric could not score (left out, not counted as 0). "
+            f"Differences between arms: the paired test in REPORT.md. Seeds per arm: {', '.join(f'{a} {n}' for a, n in seeds.items())}. "
             f"Eval problems per metric: {docs}.")
     rows = [[arm, str(seeds[arm]), *[eval_cell(figs.get(m)) for m in metrics]]
             for arm, figs in summary.items()]
@@ -594,6 +710,9 @@ def plot_eval(summary: Mapping[str, Mapping[str, Any]], metrics: Sequence[str], 
         for x, arm in enumerate(names):
             s = summary[arm].get(metric)
             if s is None:
+                continue
+            if not math.isfinite(s["mean"]):
+                ax.text(x, 0, "nan", ha="center", va="bottom", fontsize=8)
                 continue
             ax.bar(x, s["mean"], width=0.6, color=f"C{x % 10}", alpha=0.6)
             if s["ci"] is not None:
@@ -632,14 +751,18 @@ def _higher(evals: Sequence[EvalRun], metric: str) -> bool:
     return next((e.higher_is_better[base] for e in evals if base in e.higher_is_better), True)
 
 
-def leader_line(metric: str, figures: Mapping[str, Mapping[str, Any]], *, higher: bool = True) -> str:
-    """Which arm leads on ``metric`` (``figures``: arm -> stats) and whether its interval overlaps
-    the runner-up's; nothing beyond that is claimed."""
+def leader_line(metric: str, figures: Mapping[str, Mapping[str, Any]], *, higher: bool = True,
+                paired: Callable[[str, str], PairedDiff | str] | None = None) -> str:
+    """Which arm leads on ``metric`` (``figures``: arm -> stats) and whether the paired test
+    (``paired(leader, runner_up)``) supports the gap; nothing beyond that is claimed."""
+    nothing = sorted(a for a, s in figures.items() if not math.isfinite(s["mean"]))
+    figures = {a: s for a, s in figures.items() if math.isfinite(s["mean"])}
     ranked = sorted(figures.items(), key=lambda a: -a[1]["mean"] if higher else a[1]["mean"])
+    also = f" Nothing scored (nan): {', '.join(nothing)}." if nothing else ""
     if not ranked:
-        return f"- `{metric}`: no arm has a value."
+        return f"- `{metric}`: no arm has a value.{also}"
     if len(ranked) == 1:
-        return f"- `{metric}`: only {ranked[0][0]} has a value ({ranked[0][1]['mean']:.3f})."
+        return f"- `{metric}`: only {ranked[0][0]} has a value ({ranked[0][1]['mean']:.3f}).{also}"
     (arm, best), (arm2, second) = ranked[:2]
     if best["mean"] == second["mean"]:
         tied = [a for a, s in ranked if s["mean"] == best["mean"]]
@@ -647,16 +770,86 @@ def leader_line(metric: str, figures: Mapping[str, Mapping[str, Any]], *, higher
     side = "highest" if higher else "lowest (lower is better)"
     line = (f"- `{metric}`: {arm} has the {side} mean ({best['mean']:.3f}); "
             f"runner-up {arm2} ({second['mean']:.3f}). ")
-    if best["ci"] is None or second["ci"] is None:
-        return line + "No interval to compare (no per-problem values)."
-    (lo, hi), (lo2, hi2) = best["ci"], second["ci"]
-    overlap = lo <= hi2 and lo2 <= hi
-    return line + (f"Their {CI_LEVEL:.0%} intervals [{lo:.2f}, {hi:.2f}] and [{lo2:.2f}, {hi2:.2f}] "
-                   + ("overlap." if overlap else "do not overlap."))
+    test = paired(arm, arm2) if paired is not None else "no per-problem values"
+    if isinstance(test, str):
+        return line + f"No paired test ({test}).{also}"
+    verdict = ("the paired test supports it." if test.supported else
+               "the paired test does not support it" + (" (the gap is below the MDE)." if abs(test.diff) < test.mde
+                                                         else "."))
+    return line + (f"Paired difference {test.diff:+.3f} [{test.ci[0]:+.3f}, {test.ci[1]:+.3f}], "
+                   f"p {_p(test.p)}, MDE {test.mde:.3f}: {verdict}{also}")
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def compare_arms(evals_a: Sequence[EvalRun], evals_b: Sequence[EvalRun], metric: str) -> PairedDiff | str:
+    """Arm A minus arm B on ``metric`` by the paired test (``rlkd_bench.stats``), from each seed's
+    per-problem values; a string says why there is no test (no per-problem values, other problems)."""
+    a = [e.docs[metric] for e in sorted(evals_a, key=_seed_order) if e.docs.get(metric)]
+    b = [e.docs[metric] for e in sorted(evals_b, key=_seed_order) if e.docs.get(metric)]
+    if not a or not b:
+        return "no per-problem values"
+    try:
+        return paired_diff(a, b, n_boot=BOOTSTRAP_N, seed=0, level=CI_LEVEL)
+    except ValueError as e:
+        return str(e)
+
+
+def differences(evals: Sequence[EvalRun], metrics: Sequence[str],
+                pairs: Sequence[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """The paired test for each pair of arms (``(A, B)``: A minus B; default every arm minus every
+    arm given after it, in the order the arms were given) on each metric."""
+    grouped = arms(evals)
+    names = list(grouped)
+    if pairs is None:
+        pairs = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
+    unknown = sorted({x for pair in pairs for x in pair} - set(names))
+    if unknown:
+        raise ConfigError(f"no eval dir of arm(s) {', '.join(unknown)}; arms: {', '.join(names)}")
+    rows = []
+    for a, b in pairs:
+        for m in metrics:
+            r = compare_arms(grouped[a], grouped[b], m)
+            rows.append({"a": a, "b": b, "metric": m,
+                         **(r.to_dict() if isinstance(r, PairedDiff) else {"untested": r})})
+    return rows
+
+
+def diff_cells(row: Mapping[str, Any]) -> list[str]:
+    """A differences-table row's figures: difference (bold where the paired test supports it),
+    interval, p, MDE, and the design (problems x seeds of A/B, unscored values)."""
+    if "untested" in row:
+        return ["–", f"no test: {row['untested']}", "", "", ""]
+    diff = f"{row['diff']:+.3f}"
+    unscored = sum(row["n_unscored"])
+    design = f"{row['n_problems']} × {row['n_seeds'][0]}/{row['n_seeds'][1]}" + (
+        f" ({unscored} unscored)" if unscored else "")
+    return [f"**{diff}**" if row["supported"] else diff, f"[{row['ci'][0]:+.3f}, {row['ci'][1]:+.3f}]",
+            _p(row["p"]).removeprefix("= "), f"{row['mde']:.3f}", design]
+
+
+def differences_note(n_tests: int) -> str:
+    """What the differences table's numbers are (the same words for the report and the study)."""
+    return (f"Paired test: both arms on the same eval problems. Difference: mean over problems of (A − B), "
+            f"each problem averaged over an arm's seeds. Interval ({CI_LEVEL:.0%}) and p: {STATS_TEST} "
+            f"({BOOTSTRAP_N} replicates, seeded). MDE: the smallest true difference this design detects "
+            f"with {STATS_POWER:.0%} power at a two-sided {STATS_ALPHA:.0%} level ((z₀.₉₇₅ + z₀.₈) × SE). "
+            f"**Bold**: p < {STATS_ALPHA} and an interval that excludes 0 (the only differences called real). "
+            f"Design: problems × seeds of A/B. p is per comparison, not corrected for the {n_tests} made here.")
+
+
+def differences_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``| A − B | metric | difference | 95% paired CI | p | MDE | problems × seeds |``."""
+    header = ["A − B", "metric", "difference", f"{CI_LEVEL:.0%} paired CI", "p", f"MDE ({STATS_POWER:.0%})",
+              "problems × seeds"]
+    body = [[f"{r['a']} − {r['b']}", r["metric"], *diff_cells(r)] for r in rows]
+    return markdown_table(header, body)
 
 
 def eval_section(evals: Sequence[EvalRun], summary: Mapping[str, Mapping[str, Any]], metrics: Sequence[str],
-                 table: str, plotted: Sequence[str]) -> list[str]:
+                 table: str, plotted: Sequence[str], diffs: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """The ``## Evaluation`` lines of REPORT.md: where the results came from, table, plot, leaders."""
     where = ", ".join(f"{a} ({', '.join(f'`{e.name}`' for e in runs)})" for a, runs in arms(evals).items())
     doc = ["## Evaluation", "", f"lm-eval results by arm: {where}.", "", table, "![Evaluation](eval.png)", "",
@@ -665,28 +858,66 @@ def eval_section(evals: Sequence[EvalRun], summary: Mapping[str, Mapping[str, An
     if left := [m for m in metrics if m not in plotted]:
         doc += [f"Not plotted (more than {MAX_EVAL_PANELS} metrics; choose them with --metric): "
                 + ", ".join(f"`{m}`" for m in left) + ".", ""]
-    doc += [leader_line(m, {a: figs[m] for a, figs in summary.items() if m in figs}, higher=_higher(evals, m))
+    grouped = arms(evals)
+    doc += [leader_line(m, {a: figs[m] for a, figs in summary.items() if m in figs}, higher=_higher(evals, m),
+                        paired=lambda a, b, m=m: compare_arms(grouped[a], grouped[b], m))
             for m in metrics]
+    if diffs:
+        doc += ["", "### Differences between arms", "", differences_note(sum("untested" not in r for r in diffs)),
+                "", differences_table(diffs)]
     return doc
 
 
 # ---- the report -----------------------------------------------------------------------------------
 
 
+def check_report_out(out: Path, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse an ``--out`` that is, or lies inside, a checkpoint or data product (a manifest.json,
+    a model's config.json, a trainer_state.json) or one of the report's own inputs: the report's
+    files would mix into it, and ``publish`` would upload them with it."""
+    here = out.absolute().resolve()
+    for d in (here, *here.parents):
+        if not d.is_dir():
+            continue
+        what = (f"a {product_of(d) or 'non-rlkd-bench'} product ({MANIFEST})" if (d / MANIFEST).is_file() else
+                "a model (config.json and weights)" if _is_model_dir(d) else
+                f"a training run ({STATE})" if (d / STATE).is_file() else None)
+        if what:
+            where = "is" if d == here else f"is inside {d}, which is"
+            raise ConfigError(f"--out {out} {where} {what}: report files would mix into it (and be "
+                              "published with it); use another --out, e.g. outputs/report")
+    for src in inputs:
+        there = Path(src).absolute().resolve()
+        there = there.parent if there.is_file() else there
+        if here == there or there in here.parents:
+            raise ConfigError(f"--out {out} {'is' if here == there else 'is inside'} the input {src}; "
+                              "use another --out, e.g. outputs/report")
+
+
+def _is_model_dir(d: Path) -> bool:
+    """A transformers checkpoint: config.json beside weights (publish's test for a model)."""
+    return (d / "config.json").is_file() and any(
+        next(d.glob(f"*{ext}"), None) is not None for ext in (".safetensors", ".bin", ".gguf", ".pt"))
+
+
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, *, eval_dirs: Sequence[str | Path] = (),
-                 metrics: Sequence[str] | None = None) -> dict[str, Any]:
+                 metrics: Sequence[str] | None = None, pairs: Sequence[tuple[str, str]] | None = None
+                 ) -> dict[str, Any]:
     """Plots, ``table.md``, ``REPORT.md`` and ``summary.json`` in ``out``; returns what was written.
 
     With ``eval_dirs`` also ``eval_table.md``, ``eval.png`` and an evaluation section (``metrics``
-    chooses and orders its columns); with only ``eval_dirs`` there are no training sections.
+    chooses and orders its columns) with the paired test for ``pairs`` of arms (A, B: A minus B;
+    default every arm minus each arm given after it); with only ``eval_dirs`` there are no
+    training sections. ``out`` may not be a product or an input (``check_report_out``).
     Everything is read and checked before anything is written."""
     if not run_dirs and not eval_dirs:
         raise ConfigError("give at least one RUN_DIR or --eval DIR")
+    out = Path(out)
+    check_report_out(out, [*run_dirs, *eval_dirs])
     runs = load_runs(list(run_dirs)) if run_dirs else []
     evals = load_evals(eval_dirs) if eval_dirs else []
     chosen = choose_metrics(evals, metrics) if evals else []
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     if runs:
         result, doc = _write_training(runs, out)
     else:
@@ -700,8 +931,10 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, *, eval_dirs: 
         plot_eval(summary, plotted, out / "eval.png")
         while doc and not doc[-1].strip():
             doc.pop()
-        doc += ["", *eval_section(evals, summary, chosen, table, plotted)]
-        result.update(plots=sorted([*result["plots"], "eval.png"]), eval_table="eval_table.md", eval=summary)
+        diffs = differences(evals, chosen, pairs)
+        doc += ["", *eval_section(evals, summary, chosen, table, plotted, diffs)]
+        result.update(plots=sorted([*result["plots"], "eval.png"]), eval_table="eval_table.md", eval=summary,
+                      differences=diffs)
     write_text(out / "REPORT.md", "\n".join(doc).rstrip() + "\n")
     write_json(out / "summary.json", result)
     return result
@@ -725,15 +958,20 @@ def _write_training(runs: list[Run], out: Path) -> tuple[dict[str, Any], list[st
     write_text(out / "table.md", table)
     summary = summary_lines(runs)
     missing = [t for f, _, t in groups if f not in plots]
-    doc = ["# Training report", "", "Runs: " + ", ".join(f"`{r.name}` ({r.path})" for r in runs), "",
-           "## Summary", "", *summary, "", "## Final figures", "",
-           "Last logged value of each metric (– where a run did not log it).", "", table]
+    trouble = warnings(runs)
+    doc = ["# Training report", "", "Runs: " + ", ".join(f"`{r.name}` ({r.path})" for r in runs), ""]
+    if trouble:
+        doc += ["## Warnings", "", *[f"- **{w}**" for w in trouble], ""]
+    doc += ["## Summary", "", *summary, "", "## Final figures", "",
+            "Last logged value of each metric, as logged (inf or nan where that is what the run logged "
+            "last; – where a run did not log it).", "", table]
     for fname, title in plots.items():
         doc += [f"## {title}", "", f"![{title}]({fname})", ""]
     if missing:
         doc += ["", "Not plotted (no run logged them): " + ", ".join(missing) + "."]
     result = {"out": str(out), "runs": [r.name for r in runs], "plots": sorted(plots),
-              "table": "table.md", "report": "REPORT.md",
+              "table": "table.md", "report": "REPORT.md", "warnings": trouble,
+              "stopped": {r.name: {"global_step": r.global_step, "max_steps": r.max_steps} for r in runs if r.stopped},
               "final": {r.name: {h: c for h, c in zip(header[1:], row[1:], strict=True)}
                         for r, row in zip(runs, rows, strict=True)}}
     return result, doc

@@ -33,7 +33,16 @@ import yaml
 
 from rlkd_bench.configs import check_value, read_yaml
 from rlkd_bench.errors import ConfigError, DataError, RlkdError
-from rlkd_bench.products import Manifest, redact_argv, render_card, save_checkpoint, write_json, write_text
+from rlkd_bench.products import (
+    Manifest,
+    datasets_read_only,
+    redact_argv,
+    render_card,
+    runtime_info,
+    save_checkpoint,
+    write_json,
+    write_text,
+)
 from rlkd_bench.rlkd_data import DATASET_DIR
 
 MODES = ("rlkd", "grpo", "sft")
@@ -72,9 +81,21 @@ class RLKDScriptArguments:
         default=None, metadata={"help": "gsrm:<checkpoint> runs on: transformers (default) or vllm"})
     structure_gsrm_max_new_tokens: int | None = field(
         default=None, metadata={"help": "gsrm:<checkpoint>: the longest decomposition it may write (default 4096)"})
+    structure_gsrm_model: str | None = field(
+        default=None, metadata={"help": "gsrm:http(s)://...: the served model name (default: the only model "
+                                        "the server lists)"})
+    structure_judge_model: str | None = field(
+        default=None, metadata={"help": "judge:http(s)://...: the served model name (default: the only model "
+                                        "the server lists)"})
+    structure_max_failed_steps: int = field(
+        default=3, metadata={"help": "stop (exit 70) after this many steps in a row where the structure reward "
+                                     "scored nothing because its GSRM or judge did not answer"})
     structure_engine_options: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "model-access options of the GSRM and judge (JSON on the command line), "
                                         "e.g. {concurrency: 64, timeout_s: 300, api_key_env: VLLM_API_KEY}"})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "write the checkpoint into a non-empty output_dir that holds no checkpoint "
+                                         "of this mode (its files are kept; same names are replaced)"})
 
     def __post_init__(self) -> None:
         if isinstance(self.structure_engine_options, str):
@@ -101,6 +122,10 @@ class RLKDScriptArguments:
             out["gsrm_max_new_tokens"] = self.structure_gsrm_max_new_tokens
         if self.structure_engine_options:
             out["engine_options"] = dict(self.structure_engine_options)
+        if self.structure_gsrm_model:
+            out["gsrm_model"] = self.structure_gsrm_model
+        if self.structure_judge_model:
+            out["judge_model"] = self.structure_judge_model
         return out
 
 
@@ -240,13 +265,55 @@ def parse_config(argv: list[str]) -> RecipeConfig:
         raise ConfigError(f"command line: unknown option(s) {' '.join(leftover)}{hint}")
     script, model, training = objs
     _check_together(script, model, training, where_all)
+    given = set(merged) | {a[2:].split("=", 1)[0] for a in rest if a.startswith("--")}
+    _check_ranges(script, training, where_all, epochs_given="num_train_epochs" in given)
+    if not str(_flag_value(rest, "output_dir") or merged.get("output_dir") or "").strip():
+        raise ConfigError(f"{where_all}: key 'output_dir': not set; name the checkpoint dir to write "
+                          "(e.g. output_dir=outputs/rlkd-tiny)")
     return RecipeConfig(script=script, training=training, model=model, source=source, raw=merged)
+
+
+def _check_ranges(script: RLKDScriptArguments, training: Any, source: str, *, epochs_given: bool) -> None:
+    """Values of the right type that TRL would take and quietly reinterpret (``max_steps=0`` trains a
+    step, ``-1`` three epochs, ``max_train_samples=0`` every row, a negative learning rate crashes)."""
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{source}: key '{key}': {why}")
+
+    if training.max_steps == 0 or training.max_steps < -1:
+        raise bad("max_steps", f"{training.max_steps} trains nothing; set a number of steps >= 1 "
+                               "(or -1 with num_train_epochs to train by epochs)")
+    if training.max_steps == -1:  # TRL's "train num_train_epochs epochs", whose default (3) nobody chose
+        if not epochs_given:
+            raise bad("max_steps", "-1 trains by epochs: set num_train_epochs explicitly too "
+                                   "(TRL's default is 3 epochs), or set max_steps >= 1")
+        if not training.num_train_epochs > 0:
+            raise bad("num_train_epochs", f"{training.num_train_epochs} trains nothing; set it > 0")
+    if script.max_train_samples is not None and script.max_train_samples < 1:
+        raise bad("max_train_samples", f"{script.max_train_samples} must be >= 1 (or null for every row)")
+    if not training.learning_rate > 0:
+        raise bad("learning_rate", f"{training.learning_rate} must be > 0")
+    if script.structure_max_failed_steps < 1:
+        raise bad("structure_max_failed_steps", f"{script.structure_max_failed_steps} must be >= 1")
+    if script.reward_funcs is not None:
+        if not script.reward_funcs and script.mode != "sft":
+            raise bad("reward_funcs", "empty: name the rewards (e.g. [accuracy, format]) or remove the key "
+                                      f"for the defaults of mode {script.mode}")
+        twice = sorted({n for n in script.reward_funcs if script.reward_funcs.count(n) > 1})
+        if twice:
+            raise bad("reward_funcs", f"{twice[0]!r} is listed more than once; list each reward once "
+                                      "(weigh it with reward_weights)")
 
 
 def _check_together(script: RLKDScriptArguments, model: Any, training: Any, source: str) -> None:
     """Values each of the right type but wrong together."""
     if not model.model_name_or_path:
         raise ConfigError(f"{source}: key 'model_name_or_path': set 'tiny', a Hub id or a checkpoint dir")
+    from rlkd_bench.gsrm_sft import check_model_source
+
+    try:
+        check_model_source(model.model_name_or_path, "model_name_or_path")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
     if script.mode == "sft":
         if script.reward_funcs:
             raise ConfigError(f"{source}: key 'reward_funcs': mode 'sft' trains on the teacher traces, "
@@ -284,11 +351,11 @@ def load_train_data(script: RLKDScriptArguments) -> tuple[Any, str, bool, dict |
     """(train split, source, is local, the product's manifest) with the arm's columns checked."""
     import datasets
 
-    from rlkd_bench.gsrm_sft import load_saved_dict
+    from rlkd_bench.gsrm_sft import check_jsonl, load_saved_dict, no_split_error
 
     where = script.dataset
     p = Path(where).expanduser()
-    manifest = None
+    manifest, saved = None, None
     try:
         if p.is_dir():
             saved = p / DATASET_DIR if (p / DATASET_DIR).is_dir() else p
@@ -306,6 +373,8 @@ def load_train_data(script: RLKDScriptArguments) -> tuple[Any, str, bool, dict |
             builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(p.suffix.lower())
             if builder is None:
                 raise ConfigError(f"{p}: unsupported data file type {p.suffix!r} (jsonl, json or parquet)")
+            if p.suffix.lower() == ".jsonl":
+                check_jsonl(p)
             dd = datasets.load_dataset(builder, data_files={script.dataset_train_split: str(p)})
             local = True
         elif _HUB_ID.match(where) and not Path(where.split("/", 1)[0]).is_dir() and not where.startswith((".", "~")):
@@ -321,7 +390,7 @@ def load_train_data(script: RLKDScriptArguments) -> tuple[Any, str, bool, dict |
     if not isinstance(dd, datasets.DatasetDict):
         dd = datasets.DatasetDict({script.dataset_train_split: dd})
     if script.dataset_train_split not in dd:
-        raise ConfigError(f"{where}: no split {script.dataset_train_split!r} (has: {', '.join(dd)})")
+        raise no_split_error(where, script.dataset_train_split, list(dd), saved)
     train = dd[script.dataset_train_split]
     cols = set(train.column_names)
     for col in needed_columns(script.mode):
@@ -368,6 +437,17 @@ def to_sft_rows(ds: Any, *, think_in_prompt: bool = False) -> Any:
     return ds.map(convert, remove_columns=ds.column_names, desc="teacher traces -> SFT rows")
 
 
+def count_too_long(rows: Any, tokenizer: Any, max_length: int | None) -> int:
+    """SFT rows (prompt + completion) longer than ``max_length`` tokens, which TRL's SFTTrainer cuts
+    to it (from the end, by default: the teacher's answer goes first)."""
+    if not max_length or not len(rows):
+        return 0
+    from rlkd_bench.gsrm_sft import conversation_lengths
+
+    lengths = conversation_lengths(rows, tokenizer, lambda row: list(row["prompt"]) + list(row["completion"]))
+    return sum(n > max_length for n in lengths)
+
+
 # ---- model and trainer -----------------------------------------------------------------------------
 
 
@@ -384,7 +464,10 @@ def resolve_model(cfg: RecipeConfig, work_dir: Path) -> str:
 def load_tokenizer(model: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:  # not on the Hub, not cached offline, no tokenizer files
+        raise ConfigError(f"key 'model_name_or_path': cannot load the tokenizer of {model!r}: {e}") from None
     if not tok.chat_template:
         raise ConfigError(f"model {model!r} has no chat template; the rlkd-data prompts are conversations")
     if tok.pad_token is None:
@@ -428,6 +511,7 @@ def build_trainer(cfg: RecipeConfig, run_dir: Path, *, reward_funcs: list[Any] |
     funcs = None
     if script.mode != "sft":  # before the model loads: a bad reward setting fails fast
         funcs = reward_funcs if reward_funcs is not None else reward_functions(script, cfg.source)
+        preflight_structure(funcs)
     run_dir.mkdir(parents=True, exist_ok=True)
     base = resolve_model(cfg, run_dir)
     tokenizer = load_tokenizer(base, cfg.model.model_revision, getattr(args, "trust_remote_code", False))
@@ -443,6 +527,7 @@ def build_trainer(cfg: RecipeConfig, run_dir: Path, *, reward_funcs: list[Any] |
         from trl import SFTTrainer
 
         rows = to_sft_rows(train, think_in_prompt=opens_think(tokenizer))
+        info["truncated_rows"] = count_too_long(rows, tokenizer, args.max_length)
         trainer = SFTTrainer(model=base, args=args, train_dataset=rows,
                              processing_class=tokenizer, peft_config=peft)
         return trainer, info
@@ -451,10 +536,89 @@ def build_trainer(cfg: RecipeConfig, run_dir: Path, *, reward_funcs: list[Any] |
     trainer = GRPOTrainer(model=base, reward_funcs=funcs, args=args, train_dataset=train,
                           processing_class=tokenizer, peft_config=peft,
                           quantization_config=get_quantization_config(cfg.model))
+    watch = structure_watch(funcs or [], script, trainer.accelerator)
+    if watch is not None:
+        trainer.add_callback(watch)
+        info["structure_watch"] = watch
     return trainer, info
 
 
+def preflight_structure(funcs: list[Any]) -> None:
+    """Before the model loads: the structure reward's decomposer and LLM judge answer one probe each,
+    so an unreachable GSRM or judge stops the run (exit 70) instead of training GRPO in disguise."""
+    for func in funcs:
+        scorer = getattr(func, "scorer", None)
+        if scorer is not None and hasattr(scorer, "preflight"):
+            scorer.preflight(gsrm_model_hint="the config key structure_gsrm_model",
+                             judge_model_hint="the config key structure_judge_model")
+
+
+def structure_watch(funcs: list[Any], script: RLKDScriptArguments, accelerator: Any) -> Any | None:
+    """A TrainerCallback that stops training when, ``structure_max_failed_steps`` steps in a row, the
+    structure reward scored no completion and at least one went unscored because a model did not
+    answer (a failed GSRM request, no judge verdict, the call's timeout): its GSRM or judge went away
+    mid-run. ``train`` then raises (exit 70) with the reason, and no checkpoint is written. A step
+    where nothing reached a model (no ``</think>``, a trace the decomposer could not read) says
+    nothing about the models and neither counts nor resets."""
+    from transformers import TrainerCallback
+
+    scorers = [f.scorer for f in funcs if hasattr(getattr(f, "scorer", None), "stats")]
+    if not scorers:
+        return None
+    limit = script.structure_max_failed_steps
+
+    def totals() -> tuple[int, int]:
+        return sum(s.stats.unavailable for s in scorers), sum(s.stats.scored for s in scorers)
+
+    class StructureWatch(TrainerCallback):
+        def __init__(self) -> None:
+            self.seen, self.dead_steps, self.reason = totals(), 0, None
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            now = totals()
+            unanswered, scored = now[0] - self.seen[0], now[1] - self.seen[1]
+            self.seen = now
+            if accelerator.num_processes > 1:  # every process decides alike, or the others would hang
+                import torch
+
+                both = accelerator.reduce(torch.tensor([unanswered, scored], device=accelerator.device), "sum")
+                unanswered, scored = (int(x) for x in both.tolist())
+            if not unanswered and not scored:
+                return control
+            self.dead_steps = 0 if scored else self.dead_steps + 1
+            if self.dead_steps >= limit:
+                from rlkd_bench.llm.redact import redact_text
+
+                errors = sorted({s.stats.last_error for s in scorers if s.stats.last_error})
+                self.reason = redact_text(
+                    f"the structure reward scored no completion in {limit} steps in a row, its models not "
+                    f"answering (up to step {state.global_step}; structure_max_failed_steps: {limit}): "
+                    f"{'; '.join(errors) or 'no reason recorded'}. Check the GSRM and judge "
+                    f"(structure_decomposer: {script.structure_decomposer}, structure_matcher: "
+                    f"{script.structure_matcher}); no checkpoint was written (the steps saved so far stay in "
+                    f"{args.output_dir})")
+                control.should_training_stop = True
+            return control
+
+    return StructureWatch()
+
+
 # ---- the checkpoint ---------------------------------------------------------------------------------
+
+
+def claim_output_dir(cfg: RecipeConfig) -> Any:
+    """``products.claim_checkpoint`` for this config (the guard, the run lock, read-only inputs):
+    the inputs it protects are the data, the student and a local GSRM or judge checkpoint."""
+    from rlkd_bench.products import claim_checkpoint
+
+    s = cfg.script
+    inputs = [s.dataset, cfg.model.model_name_or_path]
+    for spec in (s.structure_decomposer, s.structure_matcher):
+        kind, _, target = str(spec or "").partition(":")
+        if kind in ("gsrm", "judge") and target and not target.startswith(("http://", "https://")):
+            inputs.append(target)
+    return claim_checkpoint(cfg.training.output_dir, f"{s.mode}-checkpoint", inputs=inputs,
+                            overwrite=s.overwrite_output_dir)
 
 
 def checkpoint_manifest(cfg: RecipeConfig, info: dict, metrics: dict[str, Any], wall_time_s: float,
@@ -488,8 +652,11 @@ def checkpoint_manifest(cfg: RecipeConfig, info: dict, metrics: dict[str, Any], 
         params["data_manifest"] = {k: dm.get(k) for k in ("product", "created", "counts", "params", "inputs")}
         m.prompt_versions = {**{f"data_{k}": v for k, v in (dm.get("prompt_versions") or {}).items()},
                              **m.prompt_versions}
+    params["runtime"] = runtime_info(seed=cfg.training.seed)  # what the figures depend on beyond the config
     m.params = params
     m.counts = {"train_rows": info["train_rows"], "steps": int(metrics.get("global_step", 0)), **m.counts}
+    if "truncated_rows" in info:  # the SFT arm: rows TRL cut to max_length
+        m.counts["truncated_rows"] = int(info["truncated_rows"])
     m.wall_time_s = round(wall_time_s, 2)
     return m
 
@@ -532,18 +699,32 @@ def model_card(manifest: Manifest, cfg: RecipeConfig, log_history: list[dict], n
     card_manifest = manifest.to_dict()
     card_manifest["params"] = {k: v for k, v in manifest.params.items()
                                if k in ("mode", "reward_funcs", "reward_weights", "config_file")}
-    return render_card(card_manifest, kind="model", title=title, summary=summary, extra="\n".join(lines))
+    from rlkd_bench.llm.redact import scrub  # the config and the decomposer URL may carry credentials
+
+    return scrub(render_card(card_manifest, kind="model", title=title, summary=summary, extra="\n".join(lines)))
 
 
-def _resume_arg(value: Any, run_dir: Path) -> Any:
-    """TRL's ``resume_from_checkpoint``: a path as is; true/last: the latest in the run dir, if any."""
+def _resume_arg(value: Any, run_dir: Path, log=print) -> Any:
+    """TRL's ``resume_from_checkpoint``: true/last: the latest in the run dir, if any (said when there
+    is none: the run starts fresh); a path: a checkpoint that must be there (ConfigError)."""
     if value in (None, "", False, "false", "False"):
         return None
     if str(value).lower() in ("true", "last"):
-        return True if any(run_dir.glob("checkpoint-*")) else None
-    return value
+        from rlkd_bench.gsrm_sft import last_checkpoint
+
+        last = last_checkpoint(run_dir)
+        log(f"resume_from_checkpoint: {value}: resuming from {last}" if last else
+            f"resume_from_checkpoint: {value}: no checkpoint to resume in {run_dir}; starting from step 0")
+        return str(last) if last else None
+    p = Path(str(value)).expanduser()
+    if not (p / "trainer_state.json").is_file():
+        why = "no such directory" if not p.exists() else "not a trainer checkpoint (no trainer_state.json)"
+        raise ConfigError(f"key 'resume_from_checkpoint': {value}: {why}; use a checkpoint-N dir of "
+                          f"{run_dir} or 'last'")
+    return str(p)
 
 
+@datasets_read_only()  # inputs are read-only to every caller, in-process ones included
 def train(cfg: RecipeConfig, *, command: list[str] | None = None, log=print,
           reward_funcs: list[Any] | None = None) -> dict[str, Any]:
     """Train one arm and write its checkpoint to ``output_dir``; returns a summary dict.
@@ -555,7 +736,7 @@ def train(cfg: RecipeConfig, *, command: list[str] | None = None, log=print,
     t0 = time.time()
     out = Path(cfg.training.output_dir)
     run_dir = out.with_name(out.name + ".run")
-    resume = _resume_arg(cfg.training.resume_from_checkpoint, run_dir)
+    resume = _resume_arg(cfg.training.resume_from_checkpoint, run_dir, log)
     trainer, info = build_trainer(cfg, run_dir, reward_funcs=reward_funcs)
     main = trainer.is_world_process_zero()
     if main:
@@ -563,7 +744,14 @@ def train(cfg: RecipeConfig, *, command: list[str] | None = None, log=print,
                 else "rewards " + ", ".join(cfg.script.rewards))
         log(f"{cfg.script.mode}: student {cfg.model.model_name_or_path} · data {info['source']} "
             f"({info['train_rows']} rows) · {what}")
+        if info.get("truncated_rows"):
+            log(f"max_length {cfg.training.max_length}: {info['truncated_rows']} of {info['train_rows']} rows are "
+                "longer and are cut to it (the end of the teacher's trace and its answer are lost on those); "
+                "counted in manifest.json (truncated_rows)")
     result = trainer.train(resume_from_checkpoint=resume)
+    watch = info.get("structure_watch")
+    if watch is not None and watch.reason:
+        raise RlkdError(watch.reason)
     metrics: dict[str, Any] = {"global_step": result.global_step, "train_loss": result.training_loss,
                                **(result.metrics or {})}
     summary: dict[str, Any] = {"output_dir": str(out), "mode": cfg.script.mode, **metrics}

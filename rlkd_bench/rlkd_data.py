@@ -17,9 +17,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlkd_bench.build import TraceSpec, failure_summary, preflight, print_summary, record_traces_input
+from rlkd_bench.build import (
+    TraceSpec,
+    failure_summary,
+    preflight,
+    print_summary,
+    record_budget_stop,
+    record_traces_input,
+)
 from rlkd_bench.console import console, progress_bar
-from rlkd_bench.decompose import REQUEST_ERROR_PREFIX, DecomposeResult, get_decomposer, run_decomposer
+from rlkd_bench.decompose import (
+    BUDGET_PREFIX,
+    REQUEST_ERROR_PREFIX,
+    DecomposeResult,
+    get_decomposer,
+    run_decomposer,
+)
 from rlkd_bench.errors import ConfigError, DataError, RlkdError
 from rlkd_bench.llm.base import Usage
 from rlkd_bench.products import (
@@ -140,11 +153,14 @@ def _decompose_and_save(spec: TraceSpec, out: Path, loaded: Any, dec: Any, *, de
         bar.close()
 
     rows, usage, cached, request_errors = [], Usage(), 0, []
+    stopped: list[str] = []  # not sent because of --max-cost: pending, neither a row nor a reject
     for trace, res in zip(pending, results, strict=True):
         assert res is not None
         usage += res.usage
         cached += int(res.cached)
-        if not res.ok:  # a failure, or a budget stop ("budget: ..."): the reason says which
+        if (res.error or "").startswith(BUDGET_PREFIX):
+            stopped.append(res.error or "")
+        elif not res.ok:
             if (res.error or "").startswith(REQUEST_ERROR_PREFIX):
                 request_errors.append(res.error or "")
             rejects.append(_reject(trace, "decompose", res.error or "no decomposition", res.raw))
@@ -170,10 +186,18 @@ def _decompose_and_save(spec: TraceSpec, out: Path, loaded: Any, dec: Any, *, de
         "failed_requests": len(request_errors), "cached": cached,
     }
     manifest.usage = usage.to_dict()
+    budget_note = record_budget_stop(manifest, len(stopped), stopped[0], "trace(s)") if stopped else None
     title = "RLKD training data"
     summary = ("Problems for RLKD's GRPO stage, each with a `prompt` asking for `<think>` reasoning and a "
                "boxed answer in `<answer>`, the gold answer, and the teacher's reasoning decomposed once "
                "into meta-reasoning / sub-problem / answer steps (the structure reward's reference).")
+    if not rows and budget_note:  # the budget stopped it before any row: nothing to save, nothing failed
+        import shutil
+
+        shutil.rmtree(out / DATASET_DIR, ignore_errors=True)
+        write_jsonl(out / "rejects.jsonl", rejects)
+        console.print(f"[yellow]{budget_note}[/yellow]")
+        return finish_product(manifest, out, t0, ["rejects.jsonl"], title=title, summary=summary)
     if not rows:
         return _fail(manifest, out, t0, rejects, pending, request_errors, spec, title, summary)
 
@@ -185,6 +209,8 @@ def _decompose_and_save(spec: TraceSpec, out: Path, loaded: Any, dec: Any, *, de
     if request_errors:
         console.print(f"[yellow]{len(request_errors)} decomposition request(s) failed "
                       f"({failure_summary(request_errors)}); those traces are in rejects.jsonl[/yellow]")
+    if budget_note:
+        console.print(f"[yellow]{budget_note}[/yellow]")
     return finish_product(manifest, out, t0, [f"{DATASET_DIR}/", "rejects.jsonl"], title=title,
                           summary=summary, extra=card_details(rows[0], sum(steps) / len(steps)))
 

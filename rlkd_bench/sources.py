@@ -232,11 +232,16 @@ def _from_openr1(row: _Row, origin: str) -> dict[str, Any]:
     if not isinstance(marks, list) or len(marks) != len(gens):
         raise row.err("correctness_math_verify",
                       f"must be a list as long as generations ({len(gens)})")
-    first = next((i for i, ok in enumerate(marks) if ok is True), None)
-    if first is None:
+    correct = [i for i, ok in enumerate(marks) if ok is True]
+    if not correct:
         raise row.err("correctness_math_verify", "no math-verify-correct generation")
-    if not isinstance(gens[first], str) or not gens[first].strip():
-        raise row.err("generations", f"generation {first} is empty or not text")
+    # the teacher trace is the first correct generation that has reasoning: one that opens with
+    # </think> (or is empty) has nothing to decompose
+    first = next((i for i in correct if isinstance(gens[i], str) and split_think(gens[i]).thinking), None)
+    if first is None:
+        raise row.err("generations", f"no math-verify-correct generation has reasoning before </think> "
+                                     f"(generation(s) {', '.join(map(str, correct))} empty, not text, or "
+                                     "starting with </think>)")
     parts = split_think(gens[first])
     uid = row.text("uuid", required=False)
     return _trace(
@@ -354,7 +359,7 @@ def load_traces(
 
     ``on_error="stop"`` raises the first DataError (nothing has been written yet);
     ``"skip"`` records each bad row in ``rejects`` with its reason and goes on.
-    ``verify=True`` checks each row's answer against its gold with math-verify and rejects misses.
+    ``verify=True`` checks each row's answer against its gold (``answers.check``) and rejects misses.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -403,11 +408,11 @@ def load_traces(
             if trace["id"] in seen:
                 raise row.err("id", f"duplicate id {trace['id']!r}")
             if verify and trace["gold"] and not problems_only:
-                from rlkd_bench.answers import verify as check
+                from rlkd_bench.answers import check
 
-                trace["verified"] = check(trace["gold"], trace["answer"] or trace["reasoning"][-2000:])
+                trace["verified"] = check(trace["gold"], trace["answer"] or trace["reasoning"][-2000:]) is True
                 if not trace["verified"]:
-                    raise row.err("answer", f"does not match gold {trace['gold']!r} (math-verify)")
+                    raise row.err("answer", f"does not match gold {trace['gold']!r} (answers.check: math-verify first)")
         except DataError as e:
             reject(e, rec)
             continue

@@ -197,17 +197,21 @@ def validate(decomposition: Decomposition | str, *, require_final: bool = True) 
 
 
 def split_think(completion: str) -> ThinkSplit:
-    """Split a completion into thinking and what follows ``</think>``.
+    """Split a completion into thinking and what follows the last ``</think>``.
 
+    The thinking ends at the *last* ``</think>``, the rule of ``rlkd_bench.answers`` (where the
+    answer is read from): a model that closed its thinking twice answered after the second.
     Handles both a full ``<think>...</think>`` pair and the R1 chat templates that put
     ``<think>`` in the prompt, so the completion only holds the closing tag. Without
     ``</think>`` the whole text is thinking that never closed.
     """
-    head, sep, tail = completion.partition(_THINK_CLOSE)
+    head, sep, tail = completion.rpartition(_THINK_CLOSE)
+    if not sep:
+        head = tail  # rpartition puts a text without the tag last
     thinking = head.split(_THINK_OPEN, 1)[1] if _THINK_OPEN in head else head
     if not sep:
         return ThinkSplit(thinking=thinking.strip(), answer="", closed=False)
-    return ThinkSplit(thinking=thinking.strip(), answer=tail.strip(), closed=True)
+    return ThinkSplit(thinking=thinking.strip(), answer=tail.strip(" \t\n\r"), closed=True)
 
 
 def answer_tag(text: str) -> str | None:

@@ -15,6 +15,7 @@ study with its command and the end of its log.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +32,12 @@ from typing import Any
 
 from rlkd_bench.configs import StudyConfig
 from rlkd_bench.errors import RlkdError
-from rlkd_bench.products import write_json, write_jsonl, write_text
-from rlkd_bench.report import eval_cell
+from rlkd_bench.products import runtime_info, write_json, write_jsonl, write_text
+from rlkd_bench.report import differences_note, differences_table, eval_cell
 
 STATE = "stages.json"
 STUDY_VERSION = 1  # bump when a stage's meaning changes: every fingerprint changes with it
-EVAL_TASKS = "rlkd_structure,rlkd_diversity"
+EVAL_TASKS = "rlkd_diversity"  # k samples per problem: accuracy, structure and diversity from the same samples
 PROMPT_STYLE = "r1"  # no system turn: the problem and R1's instruction (a short prompt for a tiny model)
 GSRM_MAX_NEW_TOKENS = 320  # the world's longest true decomposition is about 210 tokens
 WORLD_TRUTH_TASK = "world_truth"
@@ -44,7 +45,7 @@ WORLD_TRUTH_TASK = "world_truth"
 FIGURES = (
     ("rlkd_diversity/pass_at_1", "accuracy (pass@1)"),
     ("rlkd_diversity/pass_at_{k}", "pass@{k}"),
-    ("rlkd_structure/structure_alignment", "structure alignment to the teacher"),
+    ("rlkd_diversity/structure_alignment", "structure alignment to the teacher"),  # over all k samples
     ("rlkd_diversity/distinct_structures", "distinct structures among k"),
     (f"{WORLD_TRUTH_TASK}/true_structure", "agreement with the true structure"),
 )
@@ -71,10 +72,13 @@ class Stage:
         return {"name": self.name, "cmd": self.cmd, "params": self.params, "version": STUDY_VERSION}
 
 
-def fingerprint(stage: Stage, upstream: dict[str, str]) -> str:
-    """A hash of what the stage runs and of the fingerprints of the stages it reads."""
-    blob = json.dumps({"stage": stage.identity(), "after": {n: upstream[n] for n in stage.after}},
-                      sort_keys=True, default=str)
+def fingerprint(stage: Stage, upstream: dict[str, str], *, threads: int | None = None) -> str:
+    """A hash of what the stage runs, of the fingerprints of the stages it reads and of the torch
+    thread count it runs with (other threads, other float sums, other figures)."""
+    ident: dict[str, Any] = {"stage": stage.identity(), "after": {n: upstream[n] for n in stage.after}}
+    if threads is not None:
+        ident["threads"] = threads
+    blob = json.dumps(ident, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -87,17 +91,29 @@ def _tail(path: Path, n: int = 40) -> str:
 
 
 class Runner:
-    """Runs waves of stages (side by side within a wave), reusing the ones already built."""
+    """Runs waves of stages (side by side within a wave), reusing the ones already built.
 
-    def __init__(self, out: Path, *, jobs: int = 2, env: dict[str, str] | None = None, log: Callable = print):
+    ``threads``: torch's thread count in every stage, the same however many stages run side by
+    side and however many cores the machine has, so that two machines with the same torch give
+    the same figures (None: 1 when stages run side by side, else torch's default)."""
+
+    def __init__(self, out: Path, *, jobs: int = 2, env: dict[str, str] | None = None, log: Callable = print,
+                 threads: int | None = None):
         self.out = out
         self.jobs = max(1, jobs)
+        self.threads = threads
         self.env = dict(env or os.environ)
         self.log = log
         self.state: dict[str, Any] = self._read_state()
         self.prints: dict[str, str] = {}
         self.timings: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._log_lock = threading.Lock()
+
+    def _say(self, line: str) -> None:
+        """One log line at a time: stages side by side would otherwise interleave theirs."""
+        with self._log_lock:
+            self.log(line)
 
     def _read_state(self) -> dict[str, Any]:
         p = self.out / STATE
@@ -115,7 +131,7 @@ class Runner:
     def run(self, wave: Sequence[Stage]) -> None:
         todo = []
         for stage in wave:
-            fp = fingerprint(stage, self.prints)
+            fp = fingerprint(stage, self.prints, threads=self.threads)
             self.prints[stage.name] = fp
             done = self.state.get(stage.name) or {}
             if done.get("fingerprint") == fp and stage.output.exists():
@@ -132,7 +148,8 @@ class Runner:
         workers = max(1, min(self.jobs, len(cmds)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             # side by side on a small machine, torch's own threads would fight: one each
-            futures = [pool.submit(self._run_one, s, fp, 1 if workers > 1 else None) for s, fp in cmds]
+            threads = self.threads or (1 if workers > 1 else None)
+            futures = [pool.submit(self._run_one, s, fp, threads) for s, fp in cmds]
             failures += [e for f in futures if (e := f.result())]
         if failures:
             raise StudyError("\n\n".join(failures))
@@ -157,10 +174,11 @@ class Runner:
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{stage.name}.log"
-        self.log(f"  run    {stage.name}")
+        self._say(f"  run    {stage.name}")
         if stage.fn is not None:
             try:
-                stage.fn()
+                with _torch_threads(self.threads):
+                    stage.fn()
             except Exception as e:  # a world step: say which, with the error
                 write_text(log_path, f"{type(e).__name__}: {e}\n")
                 return f"stage {stage.name} failed: {type(e).__name__}: {e}"
@@ -180,8 +198,24 @@ class Runner:
                 return f"stage {stage.name} exited 0 but wrote no {stage.output}\nlog: {log_path}"
         seconds = round(time.time() - t0, 1)
         self._done(stage, fp, seconds)
-        self.log(f"  done   {stage.name} in {seconds:.0f} s")
+        self._say(f"  done   {stage.name} in {seconds:.0f} s")
         return None
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run a world step in this process with torch on ``n`` threads (as the stage processes are)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---- the world's own steps -----------------------------------------------------------------------
@@ -425,8 +459,8 @@ def run_study(cfg: StudyConfig, root: Path, *, log: Callable = print, venv: str 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    runner = Runner(out, jobs=cfg.jobs, env=env, log=log)
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0"}
+    runner = Runner(out, jobs=cfg.jobs, env=env, log=log, threads=cfg.threads)
     waves = plan(cfg, root, venv=venv)
     for i, wave in enumerate(waves, start=1):
         log(f"wave {i}/{len(waves)}: {', '.join(s.name for s in wave)}")
@@ -436,34 +470,60 @@ def run_study(cfg: StudyConfig, root: Path, *, log: Callable = print, venv: str 
     return summary
 
 
-def compare(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
-    """``a`` minus ``b`` on one figure; bold only when the two bootstrap intervals do not overlap."""
-    if not a or not b or a.get("mean") is None or b.get("mean") is None:
-        return "–"
-    diff = f"{a['mean'] - b['mean']:+.3f}"
-    return f"**{diff}**" if _apart(a, b) else diff
+def eval_dirs(cfg: StudyConfig, out: Path) -> list[Path]:
+    """The eval dir of the warm start and of every arm and seed, in the order the plan makes them."""
+    return [out / "evals" / "warmup", *(out / "evals" / model_name(arm, seed) for seed in cfg.seeds
+                                        for arm in cfg.arms)]
 
 
-def _apart(a: dict[str, Any] | None, b: dict[str, Any] | None) -> int:
-    """+1 / -1 when ``a``'s interval lies above / below ``b``'s, 0 when they overlap or are missing."""
-    if not a or not b or not a.get("ci") or not b.get("ci"):
+def comparisons(arms_present: Sequence[str], cfg: StudyConfig) -> list[tuple[str, str]]:
+    """The study's questions, A minus B: each RLKD arm against each baseline, each arm against the
+    warm start."""
+    pairs = [(r, b) for r in ("rlkd-exact", "rlkd-gsrm") for b in ("grpo", "sft")
+             if r in arms_present and b in arms_present]
+    return pairs + [(a, "warmup") for a in cfg.arms if a in arms_present and "warmup" in arms_present]
+
+
+def paired_figures(cfg: StudyConfig, out: Path, figs: Sequence[tuple[str, str]], pairs: Sequence[tuple[str, str]]
+                   ) -> list[dict[str, Any]]:
+    """The paired test (``rlkd_bench.stats`` through the report's ``differences``) for every pair
+    on every figure, from the eval dirs' per-problem values."""
+    from rlkd_bench.report import differences, load_evals
+
+    return differences(load_evals(eval_dirs(cfg, out)), [key for key, _ in figs], pairs) if pairs else []
+
+
+def verdict(row: dict[str, Any] | None) -> int:
+    """+1 / -1 when the paired test supports A above / below B, else 0 (no test, or not supported)."""
+    if not row or not row.get("supported"):
         return 0
-    return 1 if a["ci"][0] > b["ci"][1] else -1 if a["ci"][1] < b["ci"][0] else 0
+    return 1 if row["diff"] > 0 else -1
 
 
-def headline(ev: dict[str, Any], figs: list[tuple[str, str]]) -> list[str]:
-    """A few sentences that say what the table supports, and no more."""
+def headline(diffs: Sequence[dict[str, Any]], figs: list[tuple[str, str]], ev: dict[str, Any]) -> list[str]:
+    """A few sentences that say what the paired test supports, and no more."""
     acc_key, acc_label = figs[0]
+    label = dict(figs)
+    by = {(r["a"], r["b"], r["metric"]): r for r in diffs}
     out = []
     for rlkd in (a for a in ("rlkd-exact", "rlkd-gsrm") if a in ev):
         for base in (b for b in ("grpo", "sft") if b in ev):
-            verdicts = {label: _apart(ev[rlkd].get(key), ev[base].get(key)) for key, label in figs}
+            verdicts = {label[key]: verdict(by.get((rlkd, base, key))) for key, _ in figs}
             better = [k for k, v in verdicts.items() if v > 0]
             worse = [k for k, v in verdicts.items() if v < 0]
             text = f"- `{rlkd}` vs `{base}`: "
             text += ("higher on " + ", ".join(better) if better else "") + ("; " if better and worse else "")
             text += ("lower on " + ", ".join(worse) if worse else "")
-            out.append(text + ("." if better or worse else "no difference the intervals support."))
+            out.append(text + ("." if better or worse else "no difference the paired test supports."))
+    mdes = [r["mde"] for (a, b, key), r in by.items() if key == acc_key and "mde" in r and b in ("grpo", "sft")]
+    if mdes and max(mdes) == 0:
+        out.append(f"- The per-problem {acc_label} differences between the RLKD arms and the baselines do not vary "
+                   "at all: the paired test has no spread to measure, and no minimum detectable effect.")
+    elif mdes:
+        out.append(f"- The smallest {acc_label} difference between an RLKD arm and a baseline that this design "
+                   f"detects with 80% power is about {min(mdes):.3f}"
+                   + (f"-{max(mdes):.3f}" if max(mdes) - min(mdes) >= 0.0005 else "")
+                   + " (MDE of the paired test); a smaller true effect is likely to go unseen.")
     start = (ev.get("warmup") or {}).get(acc_key) or {}
     if start.get("mean") is not None:
         inside = 0.2 <= start["mean"] <= 0.8
@@ -471,16 +531,16 @@ def headline(ev: dict[str, Any], figs: list[tuple[str, str]]) -> list[str]:
                    + ("inside the 20-80% band that leaves every arm room to move." if inside else
                       "outside the 20-80% band the study aims for; read the arms' differences with that in mind."))
     if "warmup" in ev:
-        lower = [a for a in ev if a != "warmup" and _apart(ev[a].get(acc_key), ev["warmup"].get(acc_key)) < 0]
-        higher = [a for a in ev if a != "warmup" and _apart(ev[a].get(acc_key), ev["warmup"].get(acc_key)) > 0]
-        if higher:
+        moved = {a: verdict(by.get((a, "warmup", acc_key))) for a in ev if a != "warmup"}
+        if higher := [a for a, v in moved.items() if v > 0]:
             out.append(f"- Above the warm start on {acc_label}: {', '.join(f'`{a}`' for a in higher)}.")
-        if lower:
+        if lower := [a for a, v in moved.items() if v < 0]:
             out.append(f"- Below the warm start on {acc_label}: {', '.join(f'`{a}`' for a in lower)}: training "
                        "from it lost accuracy.")
     beats = [a for a in ("rlkd-exact", "rlkd-gsrm") if a in ev
-             and all(_apart(ev[a].get(acc_key), ev[b].get(acc_key)) > 0 for b in ("grpo", "sft") if b in ev)]
-    out.append("- RLKD beats both baselines on accuracy here: " + (", ".join(beats) if beats else "**no**") + ".")
+             and all(verdict(by.get((a, b, acc_key))) > 0 for b in ("grpo", "sft") if b in ev)]
+    out.append("- RLKD beats both baselines on accuracy here (paired test): "
+               + (", ".join(beats) if beats else "**no**") + ".")
     return out
 
 
@@ -494,6 +554,7 @@ def write_study_report(cfg: StudyConfig, out: Path, timings: dict[str, dict[str,
     teacher = teacher_figures(out / "products" / "traces-eval" / "traces.jsonl")
     traces_manifest = json.loads((out / "products" / "traces-train" / "manifest.json").read_text(encoding="utf-8"))
     arms = [a for a in ["warmup", *cfg.arms] if a in ev]
+    diffs = paired_figures(cfg, out, figs, comparisons(arms, cfg))
     lines = [
         "# RLKD in miniature", "",
         f"{'QUICK mode: one seed and a few steps; these figures prove the chain runs, not the method. ' if cfg.quick else ''}"
@@ -501,7 +562,7 @@ def write_study_report(cfg: StudyConfig, out: Path, timings: dict[str, dict[str,
         f"{cfg.world_seed}), {cfg.eval_problems} held-out eval problems (world seed {cfg.eval_world_seed}, used "
         f"for nothing but evaluation), k = {cfg.eval_repeats} samples per eval problem; this run's wall time "
         f"{wall_s / 60:.1f} min (stages reused from an earlier run not counted: see the stage times).", "",
-        "## In short", "", *headline(ev, figs), "",
+        "## In short", "", *headline(diffs, figs, ev), "",
         "## The world", "",
         "Each problem defines two or three inputs from small sums and differences and combines them "
         "(`a=16-4`, `b=8+8`, `z=a+b`, find `z`); the inputs can be worked out in any order, so a problem "
@@ -535,21 +596,18 @@ def write_study_report(cfg: StudyConfig, out: Path, timings: dict[str, dict[str,
     ]
     for arm in arms:
         lines.append(f"| {arm} | " + " | ".join(eval_cell(ev[arm].get(key)) for key, _ in figs) + " |")
-    lines += ["", "## Reading", "",
-              "Differences of means; **bold** where the two 95% intervals do not overlap (the only differences "
-              "this report calls real).", "",
-              "| comparison | " + " | ".join(label for _, label in figs) + " |", "|:---|" + "---:|" * len(figs)]
-    pairs = [(r, b) for r in ("rlkd-exact", "rlkd-gsrm") for b in ("grpo", "sft") if r in ev and b in ev]
-    pairs += [(a, "warmup") for a in cfg.arms if a in ev and "warmup" in ev]
-    for a, b in pairs:
-        lines.append(f"| {a} − {b} | " + " | ".join(compare(ev[a].get(k), ev[b].get(k)) for k, _ in figs) + " |")
-    lines.append("")
+    label = dict(figs)
+    lines += ["", "## Reading", "", differences_note(sum("untested" not in r for r in diffs)), "",
+              differences_table([dict(r, metric=label[r["metric"]]) for r in diffs]).rstrip("\n"), ""]
     if len(cfg.seeds) < 3:
         lines.append(f"- Only {len(cfg.seeds)} seed(s): the spread over seeds is not measured.")
     lines += ["- Every arm starts from the same warm start and trains on the same prompts for the same number of "
               f"steps ({cfg.arm_steps}); the RL arms sample {8} completions per prompt, so they spend more "
               "compute per example than SFT (train times below).",
-              "- Seeds vary each arm's training and sampling, not the warm start (one warm-up is shared).", "",
+              "- Seeds vary each arm's training and sampling, not the warm start (one warm-up is shared).",
+              f"- Every stage ran with torch on {cfg.threads} thread(s) (`threads`), so the same config on "
+              "another machine with the same torch gives the same figures; `summary.json` records the "
+              "runtime (torch version, CPU kernels, threads).", "",
               "## Where things are", "",
               "- `report/`: `rlkd-bench report` over every arm's training log and eval (plots, `table.md`, "
               "`eval_table.md`, `summary.json`).",
@@ -563,9 +621,15 @@ def write_study_report(cfg: StudyConfig, out: Path, timings: dict[str, dict[str,
         lines.append(f"| {name} | {t.get('seconds') if t.get('seconds') is not None else '–'} | "
                      f"{'reused' if t.get('reused') else ''} |")
     write_text(out / "REPORT.md", "\n".join(lines) + "\n")
-    summary = {"config": {k: v for k, v in vars(cfg).items() if k != "quick_sizes"}, "gsrm_quality": gsrm,
-               "teacher": teacher, "figures": {arm: {label: ev[arm].get(key) for key, label in figs}
-                                                for arm in arms},
-               "wall_time_s": round(wall_s, 1), "timings": timings}
+    # summary.json holds what the study measured and nothing that varies between two runs of the
+    # same config on the same machine (no times, no output path: those go to timings.json), so two
+    # runs can be compared byte for byte
+    summary = {"config": {k: v for k, v in vars(cfg).items() if k not in ("quick_sizes", "out")},
+               "runtime": {**runtime_info(world_seed=cfg.world_seed, eval_world_seed=cfg.eval_world_seed,
+                                          seeds=cfg.seeds), "stage_torch_threads": cfg.threads},
+               "gsrm_quality": gsrm, "teacher": teacher,
+               "figures": {arm: {label: ev[arm].get(key) for key, label in figs} for arm in arms},
+               "differences": [dict(r, label=label[r["metric"]]) for r in diffs]}
     write_json(out / "summary.json", summary)
+    write_json(out / "timings.json", {"wall_time_s": round(wall_s, 1), "stages": timings})
     return summary

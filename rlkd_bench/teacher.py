@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlkd_bench.answers import verify
+from rlkd_bench.answers import check
 from rlkd_bench.errors import ConfigError
 from rlkd_bench.llm.base import BUDGET_PREFIX, ChatRequest, Completion, Engine, EngineOptions, Usage
 from rlkd_bench.llm.redact import safe_url
 from rlkd_bench.prompting import R1_INSTRUCTION
-from rlkd_bench.structure import answer_tag, split_think
+from rlkd_bench.structure import split_think
 
 KEEP = ("first", "all")
 PRODUCT = "traces"
@@ -69,10 +69,11 @@ def sample_request(problem: dict[str, Any], index: int, params: dict[str, Any]) 
 
 
 def judge(gold: str, index: int, completion: Completion) -> Sample:
-    """Split a completion at ``</think>`` and verify what follows it against ``gold``.
+    """Split a completion at its last ``</think>`` and check its final answer against ``gold``.
 
-    A completion whose thinking never closed has no answer (it ran out of tokens) and is wrong.
-    An ``<answer>`` block, when present, is what is checked.
+    The verdict is ``rlkd_bench.answers.check``, the one the training reward and the eval metrics
+    use. A trace needs its reasoning apart from its answer, so a completion whose thinking never
+    closed (it ran out of tokens, or never used the tags) is not kept, nor one with a blank gold.
     """
     s = Sample(index=index, text=completion.text, error=completion.error, usage=completion.usage,
                cached=completion.cached)
@@ -82,8 +83,7 @@ def judge(gold: str, index: int, completion: Completion) -> Sample:
     parts = split_think(completion.text)
     s.reasoning, s.answer, s.closed = parts.thinking, parts.answer, parts.closed
     if s.closed and s.answer:
-        tagged = answer_tag(s.answer)
-        s.correct = verify(gold, tagged if tagged is not None else s.answer)
+        s.correct = check(gold, completion.text) is True
     return s
 
 
@@ -279,7 +279,8 @@ def _generate_and_save(problems_source: str | None, out: Path, loaded: Any, engi
                         name="problems")
     manifest.params = {"teacher": teacher, "n": n, "keep": keep, "sampling": dict(params or {}),
                        "base_url": safe_url(options.base_url) if options else None,
-                       "batch_api": bool(options and options.batch_api)}
+                       "batch_api": bool(options and options.batch_api),
+                       "verify": True}  # every sample is checked against its gold: what --verify asks
     manifest.prompt_versions = {"teacher": TEACHER_PROMPT_VERSION}
     stats = getattr(engine, "stats", None)
     st = stats.to_dict() if hasattr(stats, "to_dict") else {}
@@ -292,6 +293,12 @@ def _generate_and_save(problems_source: str | None, out: Path, loaded: Any, engi
     price_source = engine.summary().get("price_source") if hasattr(engine, "summary") else None
     if price_source:
         manifest.usage["price_source"] = price_source
+    budget_note = None
+    if stopped:  # pending, as every stage files a budget stop (build.record_budget_stop)
+        from rlkd_bench.build import record_budget_stop
+
+        budget_note = record_budget_stop(manifest, len(stopped), stopped[0]["reason"].split(" (", 1)[0],
+                                         "problem(s)")
     error = None
     if sample_errors and not answered:  # nothing came back: a model or server problem, not the data
         error = f"every teacher request failed ({len(sample_errors)}): {failure_summary(sample_errors)}"
@@ -310,9 +317,8 @@ def _generate_and_save(problems_source: str | None, out: Path, loaded: Any, engi
 
         console.print(f"[yellow]{len(sample_errors)} teacher request(s) failed "
                       f"({failure_summary(sample_errors)})[/yellow]")
-    if stopped:
+    if budget_note:
         from rlkd_bench.console import console
 
-        console.print(f"[yellow]stopped before passing the budget: {len(stopped)} problem(s) not finished; "
-                      f"rerun with a larger --max-cost to continue (answered samples are cached)[/yellow]")
+        console.print(f"[yellow]{budget_note}[/yellow]")
     return result

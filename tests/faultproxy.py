@@ -2,8 +2,12 @@
 
 It is how tests count requests "at the server" and how they meet the trouble real endpoints
 give: 429 with Retry-After, 500, a response that stalls past the client's timeout, a dropped
-connection. Faults are consumed in arrival order by POST /v1/chat/completions requests; every
-other request, and chat requests once the schedule is empty, are forwarded unchanged.
+connection, a refused key, a reply without choices. Faults are consumed in arrival order by POST
+requests to ``fault_paths`` (chat completions unless a test adds ``/v1/completions``); every other
+request, and those once the schedule is empty, are forwarded unchanged, except that
+``extra_models`` adds model ids to the real server's ``/v1/models`` list (a server that lists
+several models). Every fault answers for the real server or rewrites what it answered: nothing
+here invents a model's reply.
 
 Plain asyncio streams, HTTP/1.1, one upstream connection per request and ``Connection: close``
 to the client (the openai client reconnects as needed). Runs its loop in a daemon thread.
@@ -18,9 +22,12 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+MODELS_PATH = "/v1/models"
 
 
 @dataclass(frozen=True)
@@ -29,12 +36,18 @@ class Fault:
     request ``seconds`` without answering, then close), "drop" (reset the connection),
     "401echo" (a hostile 401 that echoes the Authorization header back in its body), "echo" (an error
     with status ``status`` whose message echoes the request line, query string included, and the
-    Authorization header, as careless servers and proxies do)."""
+    Authorization header, as careless servers and proxies do), "error" (answer ``status`` with
+    ``{"error": {"message": message, "code": code}}`` without forwarding: a 401 for a key the
+    server refuses, a 400 for a prompt over the context length), "nochoice" (forward to the real
+    server, then return its reply with ``choices: []`` and its usage kept: a refusal that is paid
+    for)."""
 
     kind: str
     retry_after: float | None = None
     seconds: float = 30.0
     status: int = 400
+    message: str = "refused (injected)"
+    code: str | None = None
 
 
 @dataclass
@@ -49,8 +62,11 @@ class Arrival:
 class FaultProxy:
     """``FaultProxy(upstream_port).start()``; ``url`` is its base URL (``.../v1``).
 
-    Counters (read from any thread): ``count`` chat requests seen, ``max_in_flight``, ``arrivals``.
-    ``inject(Fault(...), ...)`` queues faults; ``delay_s`` adds latency before forwarding.
+    Counters (read from any thread): ``count`` requests seen on ``fault_paths`` (chat completions
+    unless a test sets it), ``max_in_flight``, ``arrivals`` (each with the path as sent, query
+    included, and its headers when ``keep_headers``). ``inject(Fault(...), ...)`` queues faults;
+    ``delay_s`` adds latency before forwarding; ``extra_models`` adds ids to ``/v1/models``.
+    ``reset()`` puts all of these back.
     """
 
     def __init__(self, upstream_port: int, *, upstream_host: str = "127.0.0.1"):
@@ -65,6 +81,8 @@ class FaultProxy:
         self.max_in_flight = 0
         self.arrivals: list[Arrival] = []
         self.keep_headers = False
+        self.fault_paths: tuple[str, ...] = (CHAT_PATH,)
+        self.extra_models: tuple[str, ...] = ()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
@@ -89,6 +107,8 @@ class FaultProxy:
             self.arrivals = []
             self.delay_s = 0.0
             self.keep_headers = False
+            self.fault_paths = (CHAT_PATH,)
+            self.extra_models = ()
 
     @property
     def pending_faults(self) -> int:
@@ -135,11 +155,13 @@ class FaultProxy:
             if req is None:
                 return
             method, path, headers, raw_head, body = req
-            is_chat = method == "POST" and path.split("?")[0].endswith(CHAT_PATH)
+            bare = path.split("?")[0]
             fault = None
             with self._lock:
+                watched = method == "POST" and any(bare.endswith(p) for p in self.fault_paths)
+                more_models = self.extra_models if method == "GET" and bare.endswith(MODELS_PATH) else ()
                 self.total += 1
-                if is_chat:
+                if watched:
                     self.count += 1
                     fault = self._schedule.popleft() if self._schedule else None
                     self.arrivals.append(Arrival(
@@ -150,11 +172,15 @@ class FaultProxy:
             try:
                 if fault is not None:
                     headers = {**headers, ":request-line": f"{method} {path}"}
-                    await self._fault(fault, headers, reader, writer)
+                    await self._fault(fault, headers, reader, writer, raw_head, body)
                     return
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
-                await self._forward(raw_head, body, writer)
+                if more_models:
+                    await self._forward_rewritten(raw_head, body, writer, lambda obj: {
+                        **obj, "data": [*obj["data"], *({"id": m, "object": "model"} for m in more_models)]})
+                else:
+                    await self._forward(raw_head, body, writer)
             finally:
                 with self._lock:
                     self.in_flight -= 1
@@ -165,7 +191,7 @@ class FaultProxy:
                 writer.close()
 
     async def _fault(self, fault: Fault, headers: dict[str, str], reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+                     writer: asyncio.StreamWriter, raw_head: bytes, body: bytes) -> None:
         if fault.kind == "429":
             extra = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             await _respond(writer, 429, {"error": {"message": "rate limited (injected)", "type": "rate_limit"}},
@@ -179,6 +205,11 @@ class FaultProxy:
                 "message": f"cannot serve {headers.get(':request-line', '')} "
                            f"(authorization: {headers.get('authorization', 'none')})",
                 "type": "invalid_request_error"}})
+        elif fault.kind == "error":
+            await _respond(writer, fault.status, {"error": {
+                "message": fault.message, "type": "invalid_request_error", "code": fault.code}})
+        elif fault.kind == "nochoice":
+            await self._forward_rewritten(raw_head, body, writer, lambda obj: {**obj, "choices": []})
         elif fault.kind == "stall":
             # hold the request; stop early once the client gives up and closes its side
             with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
@@ -187,6 +218,24 @@ class FaultProxy:
             writer.transport.abort()
         else:
             raise ValueError(f"unknown fault {fault.kind!r}")
+
+    async def _forward_rewritten(self, raw_head: bytes, body: bytes, writer: asyncio.StreamWriter,
+                                 rewrite: Callable[[dict], dict]) -> None:
+        """Send the request upstream and answer with ``rewrite(its JSON reply)``; a reply that is not
+        a 2xx is relayed as the server sent it."""
+        up_r, up_w = await asyncio.open_connection(*self.upstream)
+        try:
+            up_w.write(_with_connection_close(raw_head) + body)
+            await up_w.drain()
+            raw = await up_r.read()  # the whole response: the server was asked to close
+        finally:
+            up_w.close()
+        status, reply = _parse_response(raw)
+        if not 200 <= status < 300:
+            writer.write(raw)
+            await writer.drain()
+            return
+        await _respond(writer, status, rewrite(json.loads(reply)))
 
     async def _forward(self, raw_head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
         """Send the request upstream and relay the response. A response with a Content-Length is
@@ -211,6 +260,23 @@ class FaultProxy:
             await writer.drain()
         finally:
             up_w.close()
+
+
+def _parse_response(raw: bytes) -> tuple[int, bytes]:
+    """A whole HTTP/1.1 response -> (status, body), de-chunked."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    if any(ln.lower().replace(" ", "") == "transfer-encoding:chunked" for ln in lines[1:]):
+        out, rest = b"", body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                break
+            out, rest = out + rest[:size], rest[size + 2:]
+        body = out
+    return status, body
 
 
 async def _read_request(reader: asyncio.StreamReader):
@@ -238,8 +304,8 @@ def _with_connection_close(raw_head: bytes) -> bytes:
 
 async def _respond(writer: asyncio.StreamWriter, status: int, obj: dict, extra: dict[str, str] | None = None) -> None:
     body = json.dumps(obj).encode()
-    reason = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 422: "Unprocessable Entity",
-              429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "Error")
+    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+              422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "Error")
     head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(body)}",
             "Connection: close"]
     head += [f"{k}: {v}" for k, v in (extra or {}).items()]

@@ -6,6 +6,7 @@ results and within its range, and the per-sample log showing k samples scored pe
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,6 +21,8 @@ STRUCTURE_RANGES = {"structure_alignment": (0, 1), "matched_prefix": (0, 10), "s
                     "undecomposable": (0, 1), "unscored": (0, 1), "accuracy": (0, 1)}
 DIVERSITY_RANGES = {"distinct_structures": (0, K), "structural_divergence": (0, 1), "surface_divergence": (0, 1),
                     "distinct_2": (0, 1), "undecomposable": (0, 1), "n_samples": (K, K),
+                    "structure_alignment": (0, 1), "matched_prefix": (0, 10), "step_ratio": (0, 10),
+                    "unscored": (0, 1),
                     **{f"pass_at_{k}": (0, 1) for k in (1, 2, 4, 8)}}
 
 
@@ -30,10 +33,21 @@ def offline_env() -> dict[str, str]:
             "TOKENIZERS_PARALLELISM": "false"}
 
 
+ALIGNMENT = ("structure_alignment", "matched_prefix", "step_ratio")  # measured on the scored samples only
+
+
 def check_ranges(metrics: dict, ranges: dict, filter_key: str) -> None:
+    """Every metric a float in its range; the alignment figures NaN exactly when no sample was
+    scored (the tiny model rarely closes its thinking), never a 0 that measured nothing."""
+    nothing_scored = metrics[f"unscored,{filter_key}"] == 1.0
     for name, (lo, hi) in ranges.items():
         value = metrics[f"{name},{filter_key}"]
-        assert isinstance(value, float) and lo <= value <= hi, (name, value)
+        assert isinstance(value, float), (name, value)
+        if name in ALIGNMENT:
+            assert math.isnan(value) == nothing_scored, (name, value)
+            if nothing_scored:
+                continue
+        assert lo <= value <= hi, (name, value)
 
 
 def test_lm_eval_cli_runs_the_structure_tasks(tiny_model_dir, tmp_path):
@@ -69,6 +83,43 @@ def test_lm_eval_cli_runs_the_structure_tasks(tiny_model_dir, tmp_path):
     assert len(rows) == 2 and all(len(r["filtered_resps"][0]) == 1 and "structure_alignment" in r for r in rows)
     rec = json.loads(rows[0]["filtered_resps"][0][0])  # the scorer's record: a decomposition or the reason
     assert rec["completion"] == rows[0]["resps"][0][0] and (rec["steps"] is not None or rec["error"])
+
+
+def test_plain_lm_eval_without_chat_template_and_with_credentials(tiny_model_dir, tmp_path):
+    """Plain `lm_eval` as the task card allows it: no --apply_chat_template (the system text and the
+    problem a blank line apart), and a judge URL with a password and an api_key in --metadata, which
+    no file lm_eval writes may hold. Unscored samples log null, not 0."""
+    env = offline_env()
+    path = subprocess.run([sys.executable, "-m", "rlkd_bench.cli", "tasks-path"], capture_output=True, text=True,
+                          env=env, check=True).stdout.strip()
+    judge = "judge:http://me:pw-s3cret@127.0.0.1:9/v1?api_key=qk-123456"  # nothing listens there
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args", f"pretrained={tiny_model_dir}",
+           "--tasks", "rlkd_structure", "--include_path", path, "--limit", "2", "--gen_kwargs", "max_gen_toks=8",
+           "--device", "cpu", "--batch_size", "4", "--log_samples", "--output_path", str(out),
+           "--metadata", json.dumps({"matcher": judge, "timeout_s": 20})]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=360, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+    files = [f for f in out.rglob("*") if f.is_file()]
+    assert {f.name.split("_")[0] for f in files} >= {"results", "samples"}
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        assert "pw-s3cret" not in text and "qk-123456" not in text, f
+    results = json.loads(next(out.rglob("results_*.json")).read_text())
+    assert results["configs"]["rlkd_structure"]["metadata"]["matcher"] == \
+        "judge:http://***@127.0.0.1:9/v1?api_key=***"
+    check_ranges(results["results"]["rlkd_structure"], STRUCTURE_RANGES, "scored")
+
+    rows = [json.loads(x) for x in next(out.rglob("samples_rlkd_structure_*.jsonl")).read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        doc = row["doc"]
+        prompt = row["arguments"]["gen_args_0"]["arg_0"]
+        assert prompt == doc["system"] + "\n\n" + doc["prompt"]  # "...</answer>.\n\nA guitar costs ..."
+        rec = json.loads(row["filtered_resps"][0][0])  # one completion, its scorer record
+        if rec["alignment"] is None:
+            assert row["unscored"] == 1.0 and row["structure_alignment"] is None
 
 
 def test_rlkd_bench_eval_wraps_simple_evaluate(tiny_model_dir, tmp_path, monkeypatch):

@@ -62,3 +62,26 @@ def test_a_completion_budget_beyond_the_context_is_a_clear_error():
         check_context({"rlkd_structure": task}, 4096, None)
     check_context({"rlkd_structure": task}, 4096, 1024)  # the option wins
     check_context({"rlkd_structure": task}, 131072, None)
+
+
+def test_eval_refuses_data_without_gold_and_one_sample_diversity(tmp_path):
+    """Through the command: both refused before a model loads (the model path does not exist)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from rlkd_bench.cli import cli
+    from rlkd_bench.tasks.evaldata import bundled_eval_path, read_jsonl_rows
+
+    rows = read_jsonl_rows(bundled_eval_path())[:3]
+    rows[1]["gold"] = ""
+    bad = tmp_path / "nogold.jsonl"
+    bad.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "_line"}) + "\n" for r in rows))
+    res = CliRunner().invoke(cli, ["eval", str(tmp_path / "no-model"), "--tasks", "rlkd_structure",
+                                   "--eval-data", str(bad), "--device", "cpu"])
+    assert res.exit_code == 65, res.output + repr(res.exception)
+    assert f"{bad}:2: field 'gold': no gold answer in 1 of 3 rows (lines 2)" in res.output
+    res = CliRunner().invoke(cli, ["eval", str(tmp_path / "no-model"), "--tasks", "rlkd_diversity",
+                                   "--repeats", "1", "--device", "cpu"])
+    assert res.exit_code == 2, res.output + repr(res.exception)
+    assert "rlkd_diversity compares the samples of each problem and needs repeats >= 2 (got 1)" in res.output

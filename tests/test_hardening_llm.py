@@ -143,9 +143,11 @@ def test_key_policy(monkeypatch):
     monkeypatch.setenv("OTHER_KEY", "other-secret-222333")
     assert resolve(None, None).api_key == "sk-test-openai-000111"
     assert resolve("https://api.openai.com/v1", None).api_key == "sk-test-openai-000111"
-    for url in ("https://api.example.com/v1", "http://127.0.0.1:8000/v1", "http://api.openai.com/v1"):
+    for url in ("https://api.example.com/v1", "http://127.0.0.1:8000/v1"):
         ep = resolve(url, None)
         assert ep.api_key is None and ep.authorization is None, url
+    with pytest.raises(ConfigError, match="https only"):  # plain http to OpenAI: neither a key nor a request
+        resolve("http://api.openai.com/v1", None)
     assert resolve("https://api.example.com/v1", "OTHER_KEY").authorization == "Bearer other-secret-222333"
     assert resolve("http://localhost:8000/v1", "OTHER_KEY").api_key == "other-secret-222333"
     with pytest.raises(ConfigError, match="plain http"):

@@ -6,13 +6,11 @@ process matters: umask, environment, tracebacks) and failed before the fix it go
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -265,36 +263,17 @@ def _closed_port() -> str:
     return f"http://127.0.0.1:{free_port()}/v1"  # nobody listens: connection refused at once
 
 
-class _Refusing(http.server.BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that refuses every chat request with a permanent 400 (as a
-    server does for a prompt over the context length); it invents no answer."""
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        self.rfile.read(int(self.headers.get("content-length") or 0))
-        body = json.dumps({"error": {"message": "This model's maximum context length is 8 tokens",
-                                     "type": "invalid_request_error", "code": "context_length_exceeded"}})
-        self.send_response(400)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body.encode())
-        self.server.hits += 1  # type: ignore[attr-defined]
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
-def refusing_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
-    server.hits = 0  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", server
-    finally:
-        server.shutdown()
-        server.server_close()
+def refusing_server(server):
+    """The session's real tiny server behind its proxy, which refuses every chat request with a
+    permanent 400 (as a server does for a prompt over the context length); six are queued, so a
+    retry would use more than one per request. Yields ``(base_url, model_id, proxy)``."""
+    from faultproxy import Fault  # tests/ is on sys.path (rootdir conftest)
+
+    base_url, model_id, proxy = server
+    proxy.inject(*[Fault("error", status=400, message="This model's maximum context length is 8 tokens",
+                         code="context_length_exceeded")] * 6)
+    return base_url, model_id, proxy
 
 
 def _engine_args(base_url: str) -> list[str]:
@@ -313,13 +292,13 @@ def test_build_gsrm_data_with_the_server_down_exits_70_and_keeps_rows_pending(tm
 
 
 def test_a_permanent_http_400_is_a_reject_with_its_reason_and_exit_70(tmp_path: Path, refusing_server) -> None:
-    base_url, server = refusing_server
+    base_url, model_id, proxy = refusing_server
     out = tmp_path / "gsrm"
-    res = run("build-gsrm-data", "--annotator", "openai:m", "--limit", "2", "--out", str(out),
+    res = run("build-gsrm-data", "--annotator", f"openai:{model_id}", "--limit", "2", "--out", str(out),
               *_engine_args(base_url))
     assert res.exit_code == EXIT_RUNTIME, res.output
     assert "HTTP 400" in res.stderr and "maximum context length" in res.stderr
-    assert server.hits == 2, "a permanent error is not retried"
+    assert proxy.count == 2 and proxy.pending_faults == 4, "a permanent error is not retried"
     rejects = jsonl(out / "rejects.jsonl")
     assert len(rejects) == 2 and all("HTTP 400" in r["reason"] and "context length" in r["reason"]
                                      for r in rejects)

@@ -136,3 +136,79 @@ def test_a_broken_trainer_state_names_the_file_and_line(tmp_path):
     (run / "trainer_state.json").write_text('{"global_step": 3}')
     with pytest.raises(DataError, match="no 'log_history' list"):
         load_run(run)
+
+
+# ---- trouble is shown, not hidden -------------------------------------------------------------------
+
+
+def test_a_non_finite_last_value_is_shown_as_such_with_a_warning(tmp_path):
+    run = _state(tmp_path / "blown", [{"step": 1, "reward": 1.0, "loss": 0.5},
+                                      {"step": 2, "reward": 2.0, "loss": 0.4},
+                                      {"step": 3, "reward": math.inf, "loss": math.nan}])
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["report", str(run), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "blown: reward is inf at step 3 (its last logged value)" in res.output  # on the terminal too
+    table = (out / "table.md").read_text().splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    col = dict(zip(header, [c.strip() for c in table[2].strip("|").split("|")], strict=True))
+    assert col["reward"] == "inf" and col["loss"] == "nan"  # not 2 and 0.4, the last finite ones
+    report = (out / "REPORT.md").read_text()
+    assert "## Warnings" in report and "blown: loss is nan at step 3 (its last logged value)" in report
+    assert "final reward inf" in report
+    summary = json.loads((out / "summary.json").read_text())
+    assert "blown: reward is inf at step 3 (its last logged value)." in summary["warnings"]
+
+
+def test_a_metric_nan_throughout_is_shown_and_plotted_not_dropped(tmp_path):
+    ok = _state(tmp_path / "ok", [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3)])
+    bad = _state(tmp_path / "bad", [{"step": s, "loss": math.nan, "learning_rate": 1e-3} for s in (1, 2, 3)])
+    out = tmp_path / "out"
+    result = write_report([ok, bad], out)
+    assert "loss.png" in result["plots"]
+    assert result["final"]["bad"]["loss"] == "nan"  # not "–" (did not log)
+    assert "bad: loss is nan at every logged step (3)." in result["warnings"]
+    only_bad = write_report([bad], tmp_path / "out2")  # the only run: the panel is still drawn, marked
+    assert only_bad["plots"] == ["loss.png"] and only_bad["final"]["bad"]["loss"] == "nan"
+    with Image.open(tmp_path / "out2" / "loss.png") as im:
+        im.load()
+    run = load_run(bad)
+    assert final(run, "loss") is not None and math.isnan(final(run, "loss")) and len(run.history) == 3
+
+
+def test_a_run_that_stopped_early_is_marked(tmp_path):
+    run = _state(tmp_path / "cut", [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}])
+    state = json.loads((run / "trainer_state.json").read_text())
+    (run / "trainer_state.json").write_text(json.dumps(dict(state, max_steps=10)))
+    done = _state(tmp_path / "done", [{"step": 1, "loss": 1.0}])
+    state = json.loads((done / "trainer_state.json").read_text())
+    (done / "trainer_state.json").write_text(json.dumps(dict(state, max_steps=1)))
+    result = write_report([run, done], tmp_path / "out")
+    assert result["final"]["cut"]["steps"] == "stopped at step 2 of 10" and result["final"]["done"]["steps"] == "1"
+    assert result["stopped"] == {"cut": {"global_step": 2, "max_steps": 10}}
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "cut: stopped at step 2 of 10 (interrupted or failed)" in report and "**stopped at step 2 of 10**" in report
+
+
+def test_the_same_run_given_twice_is_refused(runs, tmp_path):
+    out = tmp_path / "o"
+    for second in (str(runs[0]), f"{runs[0]}/", str(runs[0] / "trainer_state.json"),
+                   f"{runs[0].parent}/../{runs[0].parent.name}/{runs[0].name}"):
+        res = CliRunner().invoke(cli, ["report", str(runs[0]), str(runs[1]), second, "--out", str(out)])
+        assert res.exit_code == 2, (second, res.output)
+        assert "each run may be given once" in res.output and str(runs[0]) in res.output
+    link = tmp_path / "link"
+    link.symlink_to(runs[1])
+    res = CliRunner().invoke(cli, ["report", str(runs[1]), str(link), "--out", str(out)])
+    assert res.exit_code == 2 and "are the same run" in res.output
+    assert not out.exists()
+
+
+def test_report_out_into_a_checkpoint_is_refused(runs):
+    before = sorted(p.name for p in runs[0].iterdir())  # rlkd-tiny: a checkpoint with its manifest
+    res = CliRunner().invoke(cli, ["report", str(runs[1]), "--out", str(runs[0])])
+    assert res.exit_code == 2, res.output
+    assert f"--out {runs[0]} is a rlkd-checkpoint product" in res.output
+    assert sorted(p.name for p in runs[0].iterdir()) == before
+    res = CliRunner().invoke(cli, ["report", str(runs[2]), "--out", str(runs[2] / "report")])
+    assert res.exit_code == 2 and "is inside" in res.output

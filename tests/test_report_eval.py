@@ -4,6 +4,7 @@ interval over eval problems. Eval dirs are written by hand in lm-eval's format; 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from rlkd_bench.report import (
     seed_spread,
     write_report,
 )
+from rlkd_bench.stats import PairedDiff
 
 STRUCTURE = ("structure_alignment", "accuracy", "undecomposable")
 
@@ -89,11 +91,13 @@ def test_arm_and_seed_come_from_the_dir_name(name, arm, seed):
     assert parse_arm_seed(name) == (arm, seed)
 
 
-def test_a_dir_reads_per_doc_values_and_skips_none(study):
+def test_a_dir_reads_per_doc_values_and_counts_none_as_unscored(study):
     run = load_eval(study[0])
     assert (run.arm, run.seed) == ("rlkd-gsrm", 1)
-    assert run.docs["rlkd_structure/structure_alignment"] == {"0|synth-8008-0": 0.2, "1|synth-8008-1": 0.4,
-                                                               "3|synth-8008-3": 0.6}
+    docs = run.docs["rlkd_structure/structure_alignment"]
+    assert {k: v for k, v in docs.items() if not math.isnan(v)} == {"0|synth-8008-0": 0.2, "1|synth-8008-1": 0.4,
+                                                                     "3|synth-8008-3": 0.6}
+    assert math.isnan(docs["2|synth-8008-2"]) and run.unscored("rlkd_structure/structure_alignment") == 1
     assert run.value("rlkd_structure/structure_alignment") == pytest.approx(0.4)  # None is not a 0
     assert run.aggregates == {}  # results.json adds nothing the samples already have
     assert run.higher_is_better["rlkd_structure/undecomposable"] is False
@@ -151,12 +155,12 @@ def test_summary_numbers_are_the_hand_computed_ones(study):
     assert gsrm["per_seed"] == {1: pytest.approx(0.4), 2: pytest.approx(0.65)}
     assert gsrm["mean"] == pytest.approx(0.525)
     assert gsrm["sd"] == pytest.approx(statistics.stdev([0.4, 0.65]))
-    assert gsrm["n_seeds"] == 2 and gsrm["n_docs"] == 4
+    assert gsrm["n_seeds"] == 2 and gsrm["n_docs"] == 4 and gsrm["n_unscored"] == 1
     lo, hi = gsrm["ci"]
     assert 0.3 <= lo < statistics.fmean([0.3, 0.5, 0.8, 0.7]) < hi <= 0.8  # docs averaged over seeds
     warm = summary["warmup"]["rlkd_structure/structure_alignment"]
     assert warm == {"mean": pytest.approx(0.3), "sd": None, "ci": [pytest.approx(0.3), pytest.approx(0.3)],
-                    "n_seeds": 1, "n_docs": 4, "per_seed": {None: pytest.approx(0.3)}}
+                    "n_seeds": 1, "n_docs": 4, "n_unscored": 0, "per_seed": {None: pytest.approx(0.3)}}
     assert summary["grpo"]["rlkd_structure/accuracy"]["mean"] == pytest.approx(0.25)
 
 
@@ -218,19 +222,33 @@ def test_table_cell_format():
     assert eval_cell(None) == "–"
 
 
-def test_leader_line_says_who_leads_and_whether_intervals_overlap():
+def _paired(diff: float, ci: tuple[float, float], p: float, mde: float) -> PairedDiff:
+    return PairedDiff(diff=diff, ci=ci, p=p, se=mde / 2.8, mde=mde, n_problems=40, n_seeds=(2, 2), n_unscored=(0, 0),
+                      n_boot=2000)
+
+
+def test_leader_line_says_who_leads_and_what_the_paired_test_supports():
     a = {"mean": 0.6, "ci": [0.5, 0.7]}
     b = {"mean": 0.4, "ci": [0.3, 0.55]}
     c = {"mean": 0.1, "ci": [0.0, 0.2]}
-    assert leader_line("m", {"b": b, "a": a}) == (
+    calls = []
+
+    def paired(x, y):
+        calls.append((x, y))
+        return _paired(0.2, (0.05, 0.35), 0.012, 0.15)
+
+    assert leader_line("m", {"b": b, "a": a}, paired=paired) == (
         "- `m`: a has the highest mean (0.600); runner-up b (0.400). "
-        "Their 95% intervals [0.50, 0.70] and [0.30, 0.55] overlap.")
-    assert leader_line("m", {"a": a, "c": c}).endswith("do not overlap.")
+        "Paired difference +0.200 [+0.050, +0.350], p = 0.012, MDE 0.150: the paired test supports it.")
+    assert calls == [("a", "b")]  # leader minus runner-up
+    weak = leader_line("m", {"a": a, "c": c}, paired=lambda x, y: _paired(0.05, (-0.02, 0.12), 0.2, 0.1))
+    assert weak.endswith("p = 0.200, MDE 0.100: the paired test does not support it (the gap is below the MDE).")
     assert leader_line("m", {"a": a, "c": c}, higher=False).startswith(
         "- `m`: c has the lowest (lower is better) mean (0.100); runner-up a")
     assert leader_line("m", {"a": a, "b": dict(b, mean=0.6)}) == "- `m`: a, b tie at 0.600."
     assert leader_line("m", {"a": a}) == "- `m`: only a has a value (0.600)."
-    assert leader_line("m", {"a": a, "b": dict(b, ci=None)}).endswith("No interval to compare (no per-problem values).")
+    assert leader_line("m", {"a": a, "b": b}).endswith("No paired test (no per-problem values).")
+    assert leader_line("m", {"a": a, "b": b, "n": dict(b, mean=math.nan)}).endswith("Nothing scored (nan): n.")
 
 
 def test_report_with_eval_dirs_only(study, tmp_path):
@@ -255,6 +273,18 @@ def test_report_with_eval_dirs_only(study, tmp_path):
     assert report.startswith("# Evaluation report\n\n## Evaluation\n") and "Training" not in report
     assert "![Evaluation](eval.png)" in report and table in report
     assert "- `rlkd_structure/structure_alignment`: rlkd-gsrm has the highest mean (0.525); runner-up warmup" in report
+    assert "### Differences between arms" in report and "not corrected for the 6 made here" in report
+    diffs = {(r["a"], r["b"], r["metric"].split("/")[1]): r for r in result["differences"]}
+    assert len(diffs) == 6  # every arm minus each arm given after it, on each metric
+    gsrm_grpo = diffs[("rlkd-gsrm", "grpo", "structure_alignment")]
+    # per problem, gsrm over its seeds (0.3, 0.5, 0.8, 0.7) minus grpo's (0.05 each): 0.525
+    assert gsrm_grpo["diff"] == pytest.approx(0.525) and gsrm_grpo["supported"]
+    assert gsrm_grpo["n_problems"] == 4 and gsrm_grpo["n_seeds"] == [2, 2] and gsrm_grpo["n_unscored"] == [1, 0]
+    assert "| rlkd-gsrm − grpo | rlkd_structure/structure_alignment | **+0.525** | [" in report
+    assert "| 4 × 2/2 (1 unscored) |" in report
+    acc = diffs[("rlkd-gsrm", "grpo", "accuracy")]
+    assert not acc["supported"] and acc["p"] > 0.05
+    assert f"| rlkd-gsrm − grpo | rlkd_structure/accuracy | {acc['diff']:+.3f} | [" in report  # not bold
     summary = json.loads((out / "summary.json").read_text())
     gsrm = summary["eval"]["rlkd-gsrm"]["rlkd_structure/structure_alignment"]
     assert gsrm["mean"] == pytest.approx((0.4 + 0.65) / 2) and gsrm["per_seed"] == {"1": pytest.approx(0.4),
@@ -340,3 +370,169 @@ def test_the_same_arm_and_seed_twice_names_both_dirs(tmp_path):
     d = _eval_dir(tmp_path / "d", "warmup", [0.5])
     with pytest.raises(ConfigError, match="both arm 'warmup', no seed"):
         eval_summary([c, d])
+
+
+# ---- unscored values, the paired test, duplicates, where the report goes ---------------------------------
+
+
+def test_nan_per_sample_values_are_unscored_never_zero(tmp_path):
+    """A task whose metric scored nothing writes NaN per sample (and NaN in results.json): the
+    report shows nan and counts the unscored samples; a partly scored seed averages what was scored."""
+    root = tmp_path / "evals"
+    nothing = _eval_dir(root, "a-seed1", [None, None, None])
+    for path in (nothing / "samples_rlkd_structure.jsonl", nothing / "results.json"):
+        path.write_text(path.read_text().replace("null", "NaN"))
+    some = _eval_dir(root, "b-seed1", [0.5, None, 1.0])
+    (some / "samples_rlkd_structure.jsonl").write_text(
+        (some / "samples_rlkd_structure.jsonl").read_text().replace("null", "NaN"))
+    out = tmp_path / "report"
+    res = CliRunner().invoke(cli, ["report", "--eval", str(nothing), "--eval", str(some), "--metric",
+                                   "structure_alignment", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: c)
+    a, b = summary["eval"]["a"]["rlkd_structure/structure_alignment"], summary["eval"]["b"][
+        "rlkd_structure/structure_alignment"]
+    assert a["mean"] == "NaN" and a["n_unscored"] == 3 and a["n_docs"] == 0
+    assert b["mean"] == pytest.approx(0.75) and b["n_unscored"] == 1  # not (0.5 + 0 + 1) / 3
+    table = (out / "eval_table.md").read_text()
+    assert "| a | 1 | nan (nothing scored) (3 unscored) |" in table and "(1 unscored)" in table
+    report = (out / "REPORT.md").read_text()
+    assert "only b has a value (0.750). Nothing scored (nan): a." in report
+    assert "| a − b | rlkd_structure/structure_alignment | – | no test: no problem is scored in both arms |" in report
+
+
+def _spread_arm(root: Path, name: str, shift: float, noise: list[float]) -> Path:
+    """40 problems of very different difficulty; the arm adds ``shift`` to each (with a little noise)."""
+    base = [(i * 0.6180339) % 0.8 for i in range(40)]
+    return _eval_dir(root, name, [b + shift + n for b, n in zip(base, noise, strict=True)])
+
+
+def test_the_paired_test_sees_a_difference_that_overlapping_intervals_hide(tmp_path):
+    """Each problem is 0.06 higher under A: the two unpaired intervals overlap (the old rule said
+    "no difference"); the paired test, which differences problem by problem, calls it real."""
+    noise = [0.01 * ((i * 7) % 5 - 2) for i in range(40)]
+    a = _spread_arm(tmp_path, "a-seed1", 0.06, noise)
+    b = _spread_arm(tmp_path, "b-seed1", 0.0, noise[::-1])
+    out = tmp_path / "r"
+    res = CliRunner().invoke(cli, ["report", "--eval", str(a), "--eval", str(b), "--metric", "structure_alignment",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    fa, fb = (summary["eval"][arm]["rlkd_structure/structure_alignment"]["ci"] for arm in ("a", "b"))
+    assert fa[0] < fb[1]  # the intervals overlap
+    (d,) = summary["differences"]
+    assert d["supported"] and d["diff"] == pytest.approx(0.06, abs=0.01) and d["ci"][0] > 0 and d["p"] < 0.01
+    assert d["mde"] < 0.02 and d["test"].startswith("hierarchical paired bootstrap")
+    assert "| a − b | rlkd_structure/structure_alignment | **+0.060** |" in (out / "REPORT.md").read_text()
+
+
+def test_arms_on_different_problems_are_not_compared(tmp_path):
+    a = _eval_dir(tmp_path, "a-seed1", [0.5, 0.6, 0.7])
+    b = _eval_dir(tmp_path, "b-seed1", [0.5, 0.6])
+    result = write_report([], tmp_path / "r", eval_dirs=[a, b], metrics=["structure_alignment"])
+    (d,) = result["differences"]
+    assert d["untested"].startswith("the arms are not scored on the same problems: 3 vs 2, 2 shared")
+
+
+def test_an_eval_dir_given_twice_is_refused(study, tmp_path):
+    for second in (str(study[0]), f"{study[0]}/../{study[0].name}", str(study[0] / "results.json")):
+        res = CliRunner().invoke(cli, ["report", "--eval", str(study[0]), "--eval", second,
+                                       "--out", str(tmp_path / "o")])
+        assert res.exit_code == 2, res.output
+        assert "each eval dir may be given once" in res.output and str(study[0]) in res.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "data", "model", "inside", "input"])
+def test_report_out_into_a_product_or_an_input_is_refused(study, tmp_path, kind):
+    target = tmp_path / "target"
+    target.mkdir()
+    if kind == "checkpoint":
+        (target / "manifest.json").write_text(json.dumps({"product": "rlkd-checkpoint"}))
+    elif kind == "data":
+        (target / "manifest.json").write_text(json.dumps({"product": "rlkd-data"}))
+    elif kind == "model":
+        (target / "config.json").write_text("{}")
+        (target / "model.safetensors").write_bytes(b"x")
+    elif kind == "inside":
+        (target / "manifest.json").write_text(json.dumps({"product": "gsrm-checkpoint"}))
+        target = target / "report"
+    else:
+        target = study[1]
+    before = sorted(p.name for p in target.parent.rglob("*"))
+    res = CliRunner().invoke(cli, ["report", "--eval", str(study[0]), "--eval", str(study[1]), "--out", str(target)])
+    assert res.exit_code == 2, res.output
+    assert f"--out {target}" in res.output and "use another --out" in res.output
+    assert sorted(p.name for p in target.parent.rglob("*")) == before  # nothing written
+
+
+# ---- `rlkd-bench eval` into a folder that holds an eval ------------------------------------------------
+
+
+def _earlier_eval(d: Path, model: str, tasks: list[str], *, listed: bool = True) -> Path:
+    """What an earlier `rlkd-bench eval MODEL --output-path d` left: results.json naming the model
+    and its files, and one samples file per task."""
+    d.mkdir(parents=True, exist_ok=True)
+    files = ["results.json", *(f"samples_{t}.jsonl" for t in tasks)]
+    rlkd = {"tasks": tasks, "wall_s": 1.0, **({"files": files} if listed else {})}
+    (d / "results.json").write_text(json.dumps({"results": {}, "config": {"model": model}, "rlkd": rlkd}))
+    for t in tasks:
+        (d / f"samples_{t}.jsonl").write_text(json.dumps(_sample(0, {"structure_alignment": 0.9})) + "\n")
+    return d
+
+
+def test_eval_refuses_a_folder_with_another_models_eval_or_files_it_did_not_write(tmp_path):
+    d = _earlier_eval(tmp_path / "eval", "models/old", ["rlkd_structure"])
+    before = {p.name: p.read_text() for p in d.iterdir()}
+    res = CliRunner().invoke(cli, ["eval", "models/new", "--tasks", "rlkd_structure", "--output-path", str(d)])
+    assert res.exit_code == 2, res.output
+    assert f"--output-path {d} holds the eval of another model (models/old)" in res.output
+    assert "--overwrite" in res.output
+    assert {p.name: p.read_text() for p in d.iterdir()} == before  # refused before anything ran
+    (d / "samples_gsm8k_2025-01-31T12-00-00.jsonl").write_text("{}\n")  # e.g. left by the lm_eval CLI
+    for extra in ([], ["--overwrite"]):
+        res = CliRunner().invoke(cli, ["eval", "models/new", "--tasks", "rlkd_structure", "--output-path", str(d),
+                                       *extra])
+        assert res.exit_code == 2, res.output
+        assert "did not write there (samples_gsm8k_2025-01-31T12-00-00.jsonl)" in res.output
+    lm_eval_dir = tmp_path / "lm-eval-out"  # a results.json without our section: not ours either
+    lm_eval_dir.mkdir()
+    (lm_eval_dir / "results.json").write_text(json.dumps({"results": {}}))
+    res = CliRunner().invoke(cli, ["eval", "m", "--tasks", "rlkd_structure", "--output-path", str(lm_eval_dir)])
+    assert res.exit_code == 2 and "did not write there (results.json)" in res.output
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "manifest.json").write_text(json.dumps({"product": "rlkd-checkpoint"}))
+    res = CliRunner().invoke(cli, ["eval", "m", "--tasks", "rlkd_structure", "--output-path", str(ckpt)])
+    assert res.exit_code == 2 and f"--output-path {ckpt} is a product or model dir" in res.output
+
+
+@pytest.mark.slow
+def test_eval_overwrite_replaces_only_the_files_the_earlier_eval_wrote(tiny_model_dir, tmp_path, monkeypatch):
+    """The old model's samples_rlkd_structure.jsonl would be read by `report --eval` as the new
+    model's: --overwrite removes it (the new eval does not write that task); a user's file stays."""
+    for k in [k for k in __import__("os").environ if k.startswith("RLKD_") and k != "RLKD_CACHE_DIR"]:
+        monkeypatch.delenv(k)
+    for k, v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}.items():
+        monkeypatch.setenv(k, v)
+    d = _earlier_eval(tmp_path / "eval", "models/old", ["rlkd_structure", "rlkd_diversity"], listed=False)
+    (d / "notes.txt").write_text("mine")
+    args = ["eval", str(tiny_model_dir), "--tasks", "rlkd_diversity", "--limit", "1", "--repeats", "2",
+            "--max-gen-toks", "4", "--device", "cpu", "--seed", "3", "--output-path", str(d)]
+    assert CliRunner().invoke(cli, args).exit_code == 2
+    res = CliRunner().invoke(cli, [*args, "--overwrite"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert sorted(p.name for p in d.iterdir()) == ["notes.txt", "results.json", "samples_rlkd_diversity.jsonl"]
+    results = json.loads((d / "results.json").read_text())
+    assert results["config"]["model"] == str(tiny_model_dir)
+    assert results["rlkd"]["files"] == ["results.json", "samples_rlkd_diversity.jsonl"]
+    import torch
+
+    runtime = results["rlkd"]["runtime"]
+    assert runtime["torch"] == torch.__version__ and runtime["seeds"] == {"seed": 3}
+    assert {"torch_threads", "torch_interop_threads", "deterministic_algorithms", "cpu_capability"} <= set(runtime)
+    again = CliRunner().invoke(cli, args)  # the same model again: its own files are replaced, no flag needed
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in d.iterdir()) == ["notes.txt", "results.json", "samples_rlkd_diversity.jsonl"]
+    figures = eval_summary([d])["eval"]  # the arm is the dir's name
+    assert figures and all(m.startswith("rlkd_diversity/") for m in figures)

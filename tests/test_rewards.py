@@ -10,6 +10,7 @@ from importlib import resources
 
 import pytest
 
+from rlkd_bench.answers import final_answer
 from rlkd_bench.decompose.heuristic import HeuristicDecomposer
 from rlkd_bench.errors import ConfigError, DataError
 from rlkd_bench.llm.base import EngineOptions
@@ -18,7 +19,6 @@ from rlkd_bench.reward.rewards import (
     accuracy,
     check_columns,
     completion_text,
-    extract_answer,
     format_reward,
     get_reward_funcs,
     tag_count,
@@ -44,19 +44,24 @@ def conv(text: str) -> list[dict[str, str]]:
     ("<think>so \\boxed{20}</think>", "20", 0.0),  # an answer inside the thinking only is no answer
     ("I think it is 20", "20", 0.0),
     ("<think>x</think><answer>20</answer>", "20", 1.0),
-    (GOOD, "Tuesday afternoon", None),  # the gold does not parse: unscorable, not wrong
-    (GOOD, "", None),
+    # a text gold is scored as text, as the eval metric scores it (it was None here, a match there)
+    (GOOD, "Tuesday afternoon", 0.0),
+    ("<think>x</think><answer>tuesday afternoon</answer>", "Tuesday afternoon", 1.0),
+    (GOOD, "", None),  # a blank gold: unscorable, not wrong
+    ("<think>x</think>\\boxed{1.5}", "15", 0.0),
+    ("<think>never closed \\boxed{20}", "20", 0.0),  # no answer, as in evaluation
 ])
 def test_accuracy(completion, gold, expected):
     assert accuracy([None], [completion], gold=[gold]) == [expected]
 
 
-def test_extract_answer():
-    assert extract_answer(GOOD) == "20"
-    assert extract_answer("<think>a</think>\\boxed{7} and \\boxed{8}") == "8"
-    assert extract_answer("<think>a</think><answer>seven</answer>") == "seven"
-    assert extract_answer("<think>\\boxed{3}") == "3"  # never closed: the whole text is searched
-    assert extract_answer("<think>a</think>") is None
+def test_final_answer():
+    assert final_answer(GOOD) == "20"
+    assert final_answer("<think>a</think>\\boxed{7} and \\boxed{8}") == "8"
+    assert final_answer("<think>a</think><answer>seven</answer>") == "seven"
+    # never closed: no answer (the eval rule, which training now shares; it used to search the whole text)
+    assert final_answer("<think>\\boxed{3}") is None
+    assert final_answer("<think>a</think>") is None
 
 
 @pytest.mark.parametrize("completion, fmt, tags", [
@@ -137,7 +142,8 @@ def call(func, rows, completions, **extra):
 
 
 def test_structure_scores_the_teacher_trace_fully_and_a_mismatch_lower(rows):
-    (struct,) = get_reward_funcs(["structure"], structure={"decomposer": "heuristic", "matcher": "lexical"})
+    (struct,) = get_reward_funcs(["structure"], structure={"decomposer": "heuristic", "matcher": "lexical",
+                                                          "normalize": True})  # the default is the sum
     own = [conv(student(r)) for r in rows]
     swapped = [conv(student(r)) for r in rows[1:] + rows[:1]]  # each completion answers another problem
     good, metrics, extras = call(struct, rows, own)
@@ -152,7 +158,7 @@ def test_structure_scores_the_teacher_trace_fully_and_a_mismatch_lower(rows):
 
 
 def test_structure_failures_are_counted_none_never_zero(rows):
-    (struct,) = get_reward_funcs(["structure"])
+    (struct,) = get_reward_funcs(["structure"], structure={"normalize": True})  # the default is the sum
     completions = [student(rows[0]), "<think>never closed", "<think></think><answer>1</answer>",
                    "<think>Just a guess.</think><answer>x</answer>"]
     out, metrics, extras = call(struct, rows, completions)
@@ -162,6 +168,26 @@ def test_structure_failures_are_counted_none_never_zero(rows):
     assert metrics["structure/no_think_end"] == [0.25]
     assert metrics["structure/failed"] == [sum(o is None for o in out) / 4]
     assert struct.counts["failed"] == sum(o is None for o in out)
+    # TRL sums rewards with nansum: a None is a 0 next to the other rewards; the logs say both means
+    scored = [o for o in out if o is not None]
+    assert metrics["structure/none_frac"] == [sum(o is None for o in out) / 4] and metrics["structure/none_frac"][0] > 0
+    assert metrics["structure/mean_with_failures_as_0"] == [pytest.approx(sum(scored) / 4)]
+    assert metrics["structure/mean_scored"] == [pytest.approx(sum(scored) / len(scored))]
+    assert metrics["structure/mean_with_failures_as_0"][0] < metrics["structure/mean_scored"][0]
+
+
+def test_what_the_docstring_says_trl_does_with_none_is_in_the_installed_trl():
+    """rewards.py documents TRL's handling of None from its source; this fails if an upgrade changes it."""
+    import inspect
+
+    from trl import GRPOTrainer
+
+    calc = inspect.getsource(GRPOTrainer._calculate_rewards)
+    assert "torch.nan" in calc and "is not None else torch.nan" in calc  # None -> NaN
+    score = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert ".nansum(dim=1)" in score  # NaN counts as 0 in the weighted sum
+    assert "torch.isnan(rewards_per_func).all(dim=1)" in score  # only an all-None row is left out
+    assert "torch.nanmean(rewards_per_func[:, i])" in score  # rewards/<name>/mean: scored samples only
 
 
 def test_structure_with_an_unreachable_gsrm_is_none_with_one_warning(rows, caplog):

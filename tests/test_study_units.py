@@ -12,7 +12,17 @@ import pytest
 from rlkd_bench.configs import StudyConfig, load_config, load_study_config
 from rlkd_bench.data import world
 from rlkd_bench.errors import ConfigError
-from rlkd_bench.study import Runner, Stage, StudyError, compare, fingerprint, plan, world_truth
+from rlkd_bench.study import (
+    Runner,
+    Stage,
+    StudyError,
+    comparisons,
+    fingerprint,
+    headline,
+    plan,
+    verdict,
+    world_truth,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,11 +121,27 @@ def test_world_truth_reads_the_diversity_log(tmp_path):
         world_truth(tmp_path / "nowhere")
 
 
-def test_compare_calls_a_difference_only_when_intervals_part():
-    a = {"mean": 0.6, "ci": [0.55, 0.65]}
-    assert compare(a, {"mean": 0.3, "ci": [0.25, 0.35]}) == "**+0.300**"
-    assert compare(a, {"mean": 0.58, "ci": [0.5, 0.66]}) == "+0.020"
-    assert compare(a, None) == "–"
+def _row(a: str, b: str, metric: str, diff: float, supported: bool, mde: float = 0.05) -> dict:
+    return {"a": a, "b": b, "metric": metric, "diff": diff, "ci": [diff - 0.04, diff + 0.04], "p": 0.01 if supported else 0.3,
+            "mde": mde, "supported": supported, "n_problems": 64, "n_seeds": [3, 3], "n_unscored": [0, 0]}
+
+
+def test_the_reading_follows_the_paired_test_not_the_means():
+    """A bigger mean is no verdict: only what the paired test supports is said."""
+    cfg = StudyConfig(arms=["grpo", "rlkd-exact"])
+    assert comparisons(["warmup", "grpo", "rlkd-exact"], cfg) == [("rlkd-exact", "grpo"), ("grpo", "warmup"),
+                                                                  ("rlkd-exact", "warmup")]
+    figs = [("acc", "pass@1"), ("struct", "structure")]
+    ev = {"warmup": {"acc": {"mean": 0.5}}, "grpo": {"acc": {"mean": 0.55}}, "rlkd-exact": {"acc": {"mean": 0.62}}}
+    diffs = [_row("rlkd-exact", "grpo", "acc", 0.07, False, mde=0.09), _row("rlkd-exact", "grpo", "struct", 0.2, True),
+             _row("grpo", "warmup", "acc", -0.08, True), {"a": "rlkd-exact", "b": "warmup", "metric": "acc",
+                                                          "untested": "no per-problem values"}]
+    assert [verdict(r) for r in diffs] == [0, 1, -1, 0] and verdict(None) == 0
+    text = "\n".join(headline(diffs, figs, ev))
+    assert "- `rlkd-exact` vs `grpo`: higher on structure." in text  # not on pass@1: +0.07 is not supported
+    assert "detects with 80% power is about 0.090" in text
+    assert "- Below the warm start on pass@1: `grpo`" in text and "Above the warm start" not in text
+    assert "RLKD beats both baselines on accuracy here (paired test): **no**." in text
 
 
 def test_the_rlkd_config_caps_what_a_gsrm_may_write(tiny_model_dir):
@@ -128,3 +154,21 @@ def test_the_rlkd_config_caps_what_a_gsrm_may_write(tiny_model_dir):
     structure = cfg.script.structure()
     assert structure["gsrm_max_new_tokens"] == 48
     assert StructureScorer(**structure).decomposer.max_new_tokens == 48
+
+
+def test_every_stage_runs_with_the_configured_torch_threads(tmp_path):
+    """Float sums depend on torch's thread count: a stage alone in its wave (or on a bigger machine)
+    must not get more threads than the same stage beside another one, nor a world step in-process."""
+    import torch
+
+    seen: dict[str, int] = {}
+    made = tmp_path / "made.txt"
+    env_file = tmp_path / "env.txt"
+    fn = Stage("fn", made, fn=lambda: (seen.setdefault("fn", torch.get_num_threads()), made.write_text("x")))
+    cmd = Stage("cmd", env_file, cmd=[sys.executable, "-c", f"import os; open(r'{env_file}', 'w').write("
+                                      "os.environ.get('OMP_NUM_THREADS', 'unset'))"])
+    before = torch.get_num_threads()
+    Runner(tmp_path, jobs=1, threads=1, log=lambda *_: None).run([fn, cmd])
+    assert seen["fn"] == 1 and env_file.read_text() == "1"
+    assert torch.get_num_threads() == before  # restored for the rest of the process
+    assert fingerprint(cmd, {}, threads=1) != fingerprint(cmd, {}, threads=2)  # other threads: rebuilt

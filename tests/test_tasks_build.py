@@ -57,6 +57,8 @@ def test_every_task_yaml_builds(local_copies):
     assert len(tasks["rlkd_structure"].eval_docs) == len(BUNDLED_ROWS)
     assert [len(tasks[t].eval_docs) for t in ("rlkd_aime24", "rlkd_math500", "rlkd_gpqa_diamond")] == [3, 3, 2]
     for name, task in tasks.items():
+        # utils.py's task class (lm-eval loads utils.py by path: a class of the same name, another module)
+        assert "RlkdTask" in [c.__name__ for c in type(task).__mro__], name
         gk = task.config.generation_kwargs
         assert (gk["do_sample"], gk["temperature"], gk["top_p"], task.config.num_fewshot) == (True, 0.6, 0.95, 0)
         assert gk["until"] == []  # never stop at a blank line inside the reasoning
@@ -115,6 +117,37 @@ def test_endpoint_credentials_stay_out_of_the_docs(monkeypatch):
     from rlkd_bench.llm.redact import scrub
 
     assert "s3cret-key" not in json.dumps(scrub({"m": settings["matcher"]}))
+
+
+def test_prompts_without_chat_template_and_metadata_as_written(local_copies):
+    """Plain lm-eval (no --apply_chat_template): the system text, a blank line, the problem; with the
+    template the system turn is the training prompt, unchanged. The metadata lm-eval writes into its
+    results keeps no password or query value of a URL the tasks read."""
+    from lm_eval.tasks import TaskManager
+
+    secret = {"matcher": "judge:http://me:pw-s3cret@judge.local:8000/v1?api_key=qk-123456",
+              "base_url": "http://u:pw-base9@api.local/v1/completions"}  # lm_eval merges --model_args
+    tm = TaskManager(include_path=str(tasks_path()), include_defaults=False, metadata={**local_copies, **secret})
+    tasks = tm.load(["rlkd_structure", "rlkd_diversity", "rlkd_reasoning"])["tasks"]
+    doc = tasks["rlkd_structure"].eval_docs[0]
+    plain = tasks["rlkd_structure"].fewshot_context(doc, 0)
+    assert plain == doc["system"] + "\n\n" + doc["prompt"] and "</answer>.\n\nA " in plain
+    seen = []
+    tasks["rlkd_structure"].fewshot_context(doc, 0, apply_chat_template=True,
+                                            chat_template=lambda m, **kw: seen.append(m) or "")
+    assert seen[0] == [{"role": "system", "content": doc["system"]}, {"role": "user", "content": doc["prompt"]}]
+    math_doc = tasks["rlkd_math500"].eval_docs[0]  # the r1 prompt has no system text: unchanged
+    assert tasks["rlkd_math500"].fewshot_context(math_doc, 0) == math_doc["prompt"]
+    for name, task in tasks.items():
+        written = json.dumps(task.dump_config(), default=str)
+        assert not any(x in written for x in ("pw-s3cret", "qk-123456", "pw-base9")), name
+        assert task.config.metadata["matcher"] == "judge:http://***@judge.local:8000/v1?api_key=***"
+    assert evaldata.settings_of(doc["scorer"])["matcher"] == secret["matcher"]  # the scorer still has it
+    from rlkd_bench.reward.scorer import StudentOutcome  # an endpoint's error, as the per-sample log keeps it
+
+    rec = utils._record("c", StudentOutcome(alignment=None, error="judge failed: http://me:pw-s3cret@judge.local"
+                                                                  ":8000/v1?api_key=qk-123456 refused"))
+    assert "pw-s3cret" not in json.dumps(rec) and "qk-123456" not in json.dumps(rec)
 
 
 def test_eval_data_from_an_rlkd_data_product_and_from_raw_traces(tmp_path):
@@ -176,7 +209,8 @@ def test_structure_of_the_teacher_trace_itself_is_perfect():
     got = structure(_doc(row), _completion(other))
     assert got["structure_alignment"] < 0.5 and got["accuracy"] == 0.0 and got["undecomposable"] == 0.0
     got = structure(_doc(row), "I will not think in tags. \\boxed{1}")
-    assert got["undecomposable"] == 1.0 and got["structure_alignment"] == 0.0 and got["step_ratio"] == 0.0
+    assert got["undecomposable"] == 1.0 and got["unscored"] == 1.0  # nothing measured: None, not 0
+    assert got["structure_alignment"] is None and got["matched_prefix"] is None and got["step_ratio"] is None
 
 
 def test_diversity_of_copies_and_of_different_paths():
@@ -190,6 +224,91 @@ def test_diversity_of_copies_and_of_different_paths():
     assert mixed["surface_divergence"] > 0.3 and mixed["undecomposable"] == 0.0
     assert mixed["pass_at_1"] == pytest.approx(1 / 3) and mixed["pass_at_2"] == pytest.approx(2 / 3)
     assert set(mixed) >= {"distinct_2", "pass_at_1", "pass_at_2"} and "pass_at_4" not in mixed
+    assert same["structure_alignment"] == 1.0 and same["unscored"] == 0.0  # k copies of the teacher's trace
+
+
+def test_diversity_scores_the_structure_of_all_k_samples():
+    """structure_alignment over all k samples: each sample as rlkd_structure scores it, the mean over
+    the scored ones; the unscored share beside it; a problem with none scored is None."""
+    row, other = BUNDLED_ROWS[0], BUNDLED_ROWS[1]
+    doc = _doc(row)
+    samples = [_completion(row), _completion(other), "no tags at all", _completion(row, "-1")]
+    one_by_one = [structure(doc, c) for c in samples]
+    got = diversity(doc, samples)
+    scored = [g["structure_alignment"] for g in one_by_one if g["structure_alignment"] is not None]
+    assert len(scored) == 3 and got["structure_alignment"] == pytest.approx(sum(scored) / 3)
+    assert 0.0 < got["structure_alignment"] < 1.0 and got["unscored"] == pytest.approx(1 / 4)
+    assert got["matched_prefix"] == pytest.approx(sum(g["matched_prefix"] for g in one_by_one
+                                                      if g["matched_prefix"] is not None) / 3)
+    none = diversity(doc, ["no tags", "still none"])
+    assert none["structure_alignment"] is None and none["unscored"] == 1.0 and none["structural_divergence"] == 0.0
+    # mean over samples, then over problems: lm-eval's aggregation of the per-problem values
+    agg = utils.nanmean([got["structure_alignment"], none["structure_alignment"], 1.0])
+    assert agg == pytest.approx((got["structure_alignment"] + 1.0) / 2)
+
+
+def test_nothing_measured_aggregates_to_nan_never_zero(local_copies):
+    """What lm-eval does with the per-problem values: the task's own aggregation from its YAML."""
+    import math
+
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager(include_path=str(tasks_path()), include_defaults=False, metadata=local_copies)
+    tasks = tm.load(["rlkd_structure", "rlkd_diversity"])["tasks"]
+    for name in ("rlkd_structure", "rlkd_diversity"):
+        agg = tasks[name].aggregation()
+        for metric in ("structure_alignment", "matched_prefix", "step_ratio"):
+            assert math.isnan(agg[metric]([None, None, None])), (name, metric)
+            assert agg[metric]([None, 0.5, 1.0]) == 0.75  # one unscored problem does not make it NaN
+        assert agg["unscored"]([1.0, 0.0]) == 0.5
+    doc = _doc(BUNDLED_ROWS[0])
+    rows = [structure(doc, "no thinking in tags"), structure(doc, "<think>cut off")]
+    assert math.isnan(tasks["rlkd_structure"].aggregation()["structure_alignment"](
+        [r["structure_alignment"] for r in rows]))
+
+
+def test_diversity_refuses_fewer_than_two_samples():
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager(include_path=str(tasks_path()), include_defaults=False)
+    task = tm.load(["rlkd_diversity"])["tasks"]["rlkd_diversity"]
+    task.config.repeats = 1
+    with pytest.raises(ConfigError, match=r"rlkd_diversity .*needs repeats >= 2 \(got 1\).*--repeats"):
+        task.build_all_requests(limit=1)  # what lm-eval calls before it generates anything
+    task.config.repeats = 2
+    task.check_repeats()
+    one = tm.load(["rlkd_structure"])["tasks"]["rlkd_structure"]  # one sample per problem, as named
+    assert one.config.repeats == 1 and "one sample per problem" in one.config.task_alias
+    one.check_repeats()
+
+
+def test_eval_data_without_gold_is_refused_at_load(tmp_path):
+    from lm_eval.tasks import TaskManager
+
+    bad = tmp_path / "nogold.jsonl"
+    rows = [dict(BUNDLED_ROWS[0]), {**BUNDLED_ROWS[1], "gold": ""}, {**BUNDLED_ROWS[2], "gold": None}]
+    rows[0].pop("gold")
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"nogold.jsonl: field 'gold': no gold answer in 3 of 3 rows \(lines 1, 2, 3\)"):
+        evaldata.load_structure_rows(str(bad))
+    tm = TaskManager(include_path=str(tasks_path()), include_defaults=False, metadata={"eval_data": str(bad)})
+    with pytest.raises(DataError, match="nogold.jsonl.*no gold answer"):  # plain lm-eval: the loader refuses
+        tm.load(["rlkd_structure"])
+
+
+def test_accuracy_suite_errors_name_the_local_copy(tmp_path, local_copies):
+    import datasets
+
+    aime = tmp_path / "aime.jsonl"
+    aime.write_text(json.dumps({"problem": "Find 1 + 1.", "answer": "2"}) + "\n" + json.dumps({"problem": "x"}) + "\n")
+    with pytest.raises(DataError, match=rf"^{aime}:2: row has no problem/answer \(has problem; the schema of "
+                                        r"HuggingFaceH4/aime_2024\)"):
+        evaldata.math_docs("rlkd_aime24", {"aime24_data": str(aime)})
+    gpqa = tmp_path / "gpqa"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"Question": "Q?", "Correct Answer": "a"}])}
+                         ).save_to_disk(str(gpqa))
+    with pytest.raises(DataError, match=rf"^{gpqa}:1: row lacks Question"):
+        evaldata.gpqa_docs({"gpqa_data": str(gpqa)})
 
 
 def test_the_filters_score_every_problem_of_the_task_in_one_batch():
@@ -204,6 +323,7 @@ def test_the_filters_score_every_problem_of_the_task_in_one_batch():
     out = [json.loads(o) for o in utils.score_samples([[_completion(r), _completion(r)] for r in rows], docs)]
     assert scorer.stats.calls == calls + 2  # k samples of 3 problems, decomposed together
     assert [len(o["samples"]) for o in out] == [2, 2, 2]
+    assert all(smp["alignment"]["normalized"] == 1.0 for o in out for smp in o["samples"])  # vs the teacher
     assert all(sorted(p[:2] for p in o["pairs"]) == [[0, 1], [1, 0]] and all(p[3] for p in o["pairs"])
                for o in out)
 

@@ -8,6 +8,7 @@ from itertools import combinations
 
 import pytest
 
+from rlkd_bench import answers
 from rlkd_bench.reward.align import Comparison, align
 from rlkd_bench.reward.matchers import make_matcher
 from rlkd_bench.structure import Decomposition, Step
@@ -48,12 +49,14 @@ def test_pass_at_ks_only_up_to_the_sample_count():
 
 
 def test_answers_are_read_after_the_thinking():
-    assert metrics.strip_thinking("<think>so \\boxed{3}</think> The answer is \\boxed{4}.") == \
+    # the rule lives in rlkd_bench.answers (tests/test_answers.py has the full table); the metric uses it
+    assert metrics.math_correct is answers.check and metrics.extract_choice is answers.extract_choice
+    assert answers.answer_text("<think>so \\boxed{3}</think> The answer is \\boxed{4}.") == \
         "The answer is \\boxed{4}."
-    assert metrics.strip_thinking("reasoning only, R1 template</think>\n\\boxed{4}") == "\\boxed{4}"
-    assert metrics.strip_thinking("<think>cut off before the end \\boxed{4}") == ""
-    assert metrics.strip_thinking("No tags at all: \\boxed{4}") == "No tags at all: \\boxed{4}"
-    assert metrics.final_text("<think>x</think>\n<answer>It is \\boxed{7}</answer>") == "It is \\boxed{7}"
+    assert answers.answer_text("reasoning only, R1 template</think>\n\\boxed{4}") == "\\boxed{4}"
+    assert answers.answer_text("<think>cut off before the end \\boxed{4}") == ""
+    assert answers.answer_text("No tags at all: \\boxed{4}") == "No tags at all: \\boxed{4}"
+    assert answers.final_answer("<think>x</think>\n<answer>It is \\boxed{7}</answer> \\boxed{8}") == "7"
     # a right number inside the thinking does not count; the answer after it does
     assert not metrics.math_correct("4", "<think>maybe \\boxed{4}</think><answer>\\boxed{5}</answer>")
     assert metrics.math_correct("4", "<think>maybe \\boxed{5}</think><answer>\\boxed{4}</answer>")
@@ -149,7 +152,7 @@ def test_undecomposable_samples_have_the_empty_structure():
     # pairs: (None, None) x2 -> 0, the four pairs with ORDER_1 -> 1
     assert metrics.structural_divergence(sizes, aligned) == pytest.approx(4 / 6)
     assert metrics.distinct_structures([0, 0], aligned) == 1
-    assert metrics.structural_divergence([7], aligned) == 0.0  # one sample: no pair
+    assert metrics.structural_divergence([7], aligned) is None  # one sample: no pair, nothing measured
 
 
 def test_unknown_alignments_are_left_out():
@@ -157,13 +160,14 @@ def test_unknown_alignments_are_left_out():
     known = {(0, 1): metrics.pair_score(align(ORDER_1, ORDER_1, same)), (1, 0): (1.0, True)}
     assert metrics.structural_divergence(sizes, lambda i, j: known.get((i, j))) == 0.0
     assert metrics.distinct_structures(sizes, lambda i, j: known.get((i, j))) == 2  # sample 2: unknown
+    assert metrics.structural_divergence(sizes, lambda i, j: None) is None  # no pair known: not 0
 
 
 def test_step_ratio():
     a = align(LONGER, ORDER_1, same)
     assert metrics.step_ratio(a) == pytest.approx(2 / 3)
-    assert metrics.step_ratio(None) == 0.0
-    assert metrics.step_ratio(align(Decomposition(steps=()), ORDER_1, same)) == 0.0
+    assert metrics.step_ratio(None) is None  # no alignment: not measured, not a ratio of 0
+    assert metrics.step_ratio(align(Decomposition(steps=()), ORDER_1, same)) is None
 
 
 # -- surface --------------------------------------------------------------------------------------
@@ -172,12 +176,12 @@ def test_step_ratio():
 def test_surface_measures_known_values():
     assert metrics.distinct_n(["a b c", "a b c"], 2) == pytest.approx(2 / 4)
     assert metrics.distinct_n(["a b c d"], 2) == 1.0
-    assert metrics.distinct_n(["one"], 2) == 0.0
+    assert metrics.distinct_n(["one"], 2) is None  # no bigram: nothing measured
     assert metrics.surface_divergence(["a b c", "a b c"]) == 0.0
     assert metrics.surface_divergence(["a b c", "x y z"]) == 1.0
     # {ab, bc} vs {ab, bd}: Jaccard 1/3
     assert metrics.surface_divergence(["a b c", "a b d"]) == pytest.approx(2 / 3)
-    assert metrics.surface_divergence(["only one"]) == 0.0
+    assert metrics.surface_divergence(["only one"]) is None  # no pair
 
 
 def test_a_word_is_not_a_choice():

@@ -150,3 +150,50 @@ def test_structure_reward_is_a_real_number_inside_grpo(warm_student, tmp_path):
     counts = json.loads((out / "manifest.json").read_text())["counts"]
     assert counts["structure_completions"] == 8
     assert counts["structure_failed"] < counts["structure_completions"]
+
+
+class _FailAfter:
+    """A fault proxy (tests/faultproxy.py) in front of a real server that forwards the first
+    ``passes`` chat requests and answers 500 to every later one: a GSRM that answers the recipe's
+    preflight, then goes down. Listing the models (GET) always reaches the server."""
+
+    def __new__(cls, upstream_port: int, passes: int):
+        from faultproxy import Fault, FaultProxy
+
+        class FailAfter(FaultProxy):
+            async def _handle(self, reader, writer):
+                with self._lock:
+                    if self.count >= passes and not self._schedule:
+                        self._schedule.extend([Fault("500")] * 10_000)
+                await super()._handle(reader, writer)
+
+        return FailAfter(upstream_port)
+
+
+@pytest.mark.slow
+def test_a_gsrm_that_goes_down_after_the_preflight_stops_the_run_with_70(warm_student, tiny_server, tmp_path):
+    """RLKD from the warm student (its completions close </think>, so each is sent to the GSRM) with
+    the decomposer a served GSRM that answers the preflight and then fails every request: the run
+    stops after structure_max_failed_steps steps with exit 70 and the reason, and writes no
+    rlkd-checkpoint (before, it trained all its steps as GRPO and exited 0)."""
+    data, _row, sft = warm_student
+    _url, model_id, counter = tiny_server
+    proxy = _FailAfter(counter.upstream[1], passes=1).start()
+    try:
+        out = tmp_path / "rlkd-dead-gsrm"
+        cmd = [sys.executable, str(ROOT / "recipes" / "train_rlkd.py"), "--config", str(CONFIGS / "rlkd_tiny.yaml"),
+               f"dataset={data}", f"output_dir={out}", f"model_name_or_path={sft}", "max_steps=6",
+               "per_device_train_batch_size=4", "num_generations=4", f"max_completion_length={MAX_COMPLETION}",
+               "temperature=0.1", f"structure_decomposer=gsrm:{proxy.url}", "structure_gsrm_max_new_tokens=16",
+               "structure_max_failed_steps=2", 'structure_engine_options={"max_retries": 0}', "logging_steps=1"]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        proxy.stop()
+    assert res.returncode == 70, f"exit {res.returncode}\n" + res.stdout[-3000:] + res.stderr[-5000:]
+    err = res.stderr
+    assert "the structure reward scored no completion in 2 steps in a row, its models not answering" in err
+    assert "up to step 2" in err and "request failed" in err and "Traceback" not in err
+    # the preflight, then in each of the 2 steps the 4 completions' requests (identical ones sent once), refused
+    assert 1 + 2 <= proxy.count <= 1 + 2 * 4
+    assert not out.exists()

@@ -35,6 +35,9 @@ class DecomposeResult:
     # a request failure a rerun may fix (timeout, 5xx, 429) or not (HTTP 400: the same request fails
     # again); the engine's Completion.retryable says which
     retryable: bool = True
+    # where each step starts in the reasoning (character offsets), from a decomposer that knows
+    # (rlkd_bench.decompose.score's baselines); None: score.locate places the steps
+    starts: tuple[int, ...] | None = None
 
     @property
     def ok(self) -> bool:

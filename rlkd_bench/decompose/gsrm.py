@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from rlkd_bench.structure import parse_steps, validate
 log = logging.getLogger("rlkd_bench.gsrm")
 ENGINES = ("transformers", "vllm")
 DEFAULT_MAX_TOKENS = 4096
+INVALID_INPUT_PREFIX = "invalid input"  # an item with nothing to decompose: a reject, never sent
 
 
 def is_url(target: str) -> bool:
@@ -92,6 +94,9 @@ class GSRMDecomposer:
             self.model = str(ckpt)
             self._check_prompt_version(ckpt)
         self._engine = engine_instance
+        # one engine per decomposer: a reward call that timed out may still be making it in its
+        # worker thread when the next call asks (the in-process engine serialises its own batches)
+        self._engine_lock = threading.Lock()
 
     def _check_prompt_version(self, ckpt: Path) -> None:
         mf = ckpt / "manifest.json"
@@ -109,20 +114,21 @@ class GSRMDecomposer:
 
     @property
     def engine(self) -> Engine:
-        """The model-access engine, made on first use (loading a checkpoint takes a while)."""
-        if self._engine is None:
-            from rlkd_bench.llm import make_engine
+        """The model-access engine, made on first use (loading a checkpoint takes a while), once."""
+        with self._engine_lock:
+            if self._engine is None:
+                from rlkd_bench.llm import make_engine
 
-            if self.engine_kind == "openai" and not self.model:
-                # the URL may carry user:password@ and a query: sent as every request to it sends them
-                from rlkd_bench.llm.endpoint import only_served_model
+                if self.engine_kind == "openai" and not self.model:
+                    # the URL may carry user:password@ and a query: sent as every request to it sends them
+                    from rlkd_bench.llm.endpoint import only_served_model
 
-                self.model = only_served_model(
-                    self.target, self.options.api_key_env, timeout_s=self.options.timeout_s, what="server",
-                    pick_hint="pick the GSRM with --gsrm-model NAME",
-                    lookup_hint="pass the served model name with --gsrm-model to skip this lookup")
-            self._engine = make_engine(f"{self.engine_kind}:{self.model}", self.options)
-        return self._engine
+                    self.model = only_served_model(
+                        self.target, self.options.api_key_env, timeout_s=self.options.timeout_s, what="server",
+                        pick_hint="pick the GSRM with --gsrm-model NAME",
+                        lookup_hint="pass the served model name with --gsrm-model to skip this lookup")
+                self._engine = make_engine(f"{self.engine_kind}:{self.model}", self.options)
+            return self._engine
 
     def requests(self, items: list[dict[str, Any]]) -> list[ChatRequest]:
         """One greedy chat request per trace: the GSRM prompt, then problem and trace."""
@@ -141,25 +147,31 @@ class GSRMDecomposer:
         """Decompose all ``items`` in one batch; results come back in order (and via ``on_result``)."""
         if not items:
             return []
-        for i, it in enumerate(items):
-            for key in ("problem", "reasoning"):
-                if not str(it.get(key) or "").strip():
-                    raise ConfigError(f"gsrm decomposer: item {it.get('id', i)!r} has no {key}")
         results: list[DecomposeResult | None] = [None] * len(items)
+        sent: list[int] = []  # one item without a problem or reasoning is its own reject, not the run's end
+        for i, it in enumerate(items):
+            missing = [k for k in ("problem", "reasoning") if not str(it.get(k) or "").strip()]
+            if missing:
+                results[i] = DecomposeResult(decomposition=None, error=f"{INVALID_INPUT_PREFIX}: no "
+                                             f"{' and no '.join(missing)} to decompose")
+                if on_result is not None:
+                    on_result(i, results[i])  # type: ignore[arg-type]
+            else:
+                sent.append(i)
 
-        def relay(i: int, completion: Completion) -> None:
+        def relay(j: int, completion: Completion) -> None:
+            i = sent[j]
             results[i] = parse_reply(completion)
             if on_result is not None:
                 on_result(i, results[i])  # type: ignore[arg-type]
 
-        completions = self.engine.generate(self.requests(items), progress=self.options.progress,
-                                           on_result=relay)
-        out = []
-        for i, c in enumerate(completions):
-            if results[i] is None:
-                relay(i, c)
-            out.append(results[i])
-        return out  # type: ignore[return-value]
+        if sent:
+            completions = self.engine.generate(self.requests([items[i] for i in sent]),
+                                               progress=self.options.progress, on_result=relay)
+            for j, c in enumerate(completions):
+                if results[sent[j]] is None:
+                    relay(j, c)
+        return results  # type: ignore[return-value]
 
     def describe(self) -> dict[str, Any]:
         from rlkd_bench.llm.redact import safe_url

@@ -399,12 +399,12 @@ class BatchEngine(CachedEngine):
                 continue  # answered already (cached), or not asked for in this run
             key, req = by_cid[cid]
             c = results.get(cid) or Completion(text=None, error=ended)
-            if c.ok:
-                c.usage = self.prices.priced(self.model, c.usage, batch=True)
-            else:
+            # a reply is billed by its usage, refused or not (an error line carries no usage: 0)
+            c.usage = self.prices.priced(self.model, c.usage, batch=True)
+            if not c.ok:
                 c.error = self._redact(c.error or "")
             c.custom_id = req.custom_id
-            self.budget.settle(self._reserved.pop(cid, 0.0), c.usage.cost_usd if c.ok else 0.0)
+            self.budget.settle(self._reserved.pop(cid, 0.0), c.usage.cost_usd)
             deliver(key, c)
         job.collected = True
         state.save()

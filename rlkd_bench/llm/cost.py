@@ -24,6 +24,7 @@ from typing import Any
 
 from rlkd_bench.errors import ConfigError
 from rlkd_bench.llm.base import ChatRequest, Usage
+from rlkd_bench.llm.endpoint import is_openai_host
 
 log = logging.getLogger("rlkd_bench.llm")
 
@@ -84,15 +85,6 @@ class Price:
         return (self.batch_input, self.batch_output) if batch else (self.input, self.output)
 
 
-def _is_openai_host(base_url: str | None) -> bool:
-    if not base_url:
-        return True
-    from urllib.parse import urlsplit
-
-    host = (urlsplit(base_url).hostname or "").lower()
-    return host == "openai.com" or host.endswith(".openai.com")
-
-
 def _exact_names(match: Any) -> set[str]:
     """The names a genai-prices match rule accepts by equality (prefix and regex rules left out)."""
     from genai_prices import types as gt
@@ -139,7 +131,7 @@ class PriceTable:
         from genai_prices import data_snapshot
 
         snap = data_snapshot.get_snapshot()  # the bundled data; we never start UpdatePrices
-        if _is_openai_host(self.base_url):
+        if is_openai_host(self.base_url):
             where: dict[str, Any] = {"provider_id": "openai"}
             if model.lower().startswith("openai/"):
                 model = model.split("/", 1)[1]

@@ -47,13 +47,20 @@ def is_loopback(base_url: str | None) -> bool:
         return False
 
 
+def _openai_hostname(base_url: str) -> bool:
+    host = (urlsplit(base_url).hostname or "").lower()
+    return host == "openai.com" or host.endswith(".openai.com")
+
+
 def is_openai_host(base_url: str | None) -> bool:
-    """The OpenAI API itself: no base URL, or https to openai.com or one of its subdomains."""
+    """The OpenAI API itself: no base URL, or https to openai.com or one of its subdomains.
+
+    The one answer to that question: which key goes (here), which prices apply (``cost.py``) and
+    which cache namespace is used all ask this. Plain http to an OpenAI host is not the OpenAI
+    API (``resolve`` refuses it)."""
     if not base_url:
         return True
-    parts = urlsplit(base_url)
-    host = (parts.hostname or "").lower()
-    return parts.scheme == "https" and (host == "openai.com" or host.endswith(".openai.com"))
+    return urlsplit(base_url).scheme == "https" and _openai_hostname(base_url)
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,9 @@ def resolve(base_url: str | None, api_key_env: str | None) -> Endpoint:
     register_url_secrets(base_url)
     if base_url:
         url, query, userinfo = split_base_url(base_url)
+        if not is_openai_host(base_url) and _openai_hostname(base_url):
+            raise ConfigError(f"--base-url {safe_url(base_url)!r}: the OpenAI API takes https only; use "
+                              f"https://{urlsplit(base_url).hostname}{urlsplit(url).path}")
     else:
         url, query, userinfo = OPENAI_BASE_URL, {}, None
     explicit = api_key_env is not None

@@ -3,11 +3,16 @@
 Both render each conversation with the model's chat template, generate in batches, report token
 counts as usage (cost 0: the hardware is yours) and go through the same cache as the HTTP
 engines, under a key that includes a hash of the checkpoint's files.
+
+One engine answers one batch at a time (a lock around loading and generating): a caller that gave
+up waiting (the structure reward's timeout) leaves its batch running in a worker thread, and the
+next call must queue behind it, never load the model a second time or generate beside it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,8 +56,13 @@ class TransformersEngine(CachedEngine):
             raise ConfigError(f"--batch-size must be >= 1, got {self.options.batch_size}")
         self._model: Any = None
         self._tok: Any = None
+        self._lock = threading.RLock()  # load + generate, one batch at a time (module docstring)
 
     def load(self) -> None:
+        with self._lock:
+            self._load()
+
+    def _load(self) -> None:
         if self._model is not None:
             return
         import torch
@@ -84,7 +94,11 @@ class TransformersEngine(CachedEngine):
         return ids
 
     def _answer(self, pending: list[tuple[str, ChatRequest]], deliver: Deliver, bar: Progress) -> None:
-        self.load()
+        with self._lock:
+            self._answer_locked(pending, deliver)
+
+    def _answer_locked(self, pending: list[tuple[str, ChatRequest]], deliver: Deliver) -> None:
+        self._load()
         groups: dict[tuple, list[tuple[str, ChatRequest, str]]] = {}
         for key, req in pending:
             prompt = self._tok.apply_chat_template([dict(m) for m in req.messages], add_generation_prompt=True,
@@ -154,8 +168,13 @@ class VLLMEngine(CachedEngine):
         require_vllm()
         self.llm_kwargs = llm_kwargs
         self._llm: Any = None
+        self._lock = threading.RLock()  # load + generate, one batch at a time (module docstring)
 
     def _answer(self, pending: list[tuple[str, ChatRequest]], deliver: Deliver, bar: Progress) -> None:
+        with self._lock:
+            self._answer_locked(pending, deliver)
+
+    def _answer_locked(self, pending: list[tuple[str, ChatRequest]], deliver: Deliver) -> None:
         from vllm import LLM, SamplingParams
 
         if self._llm is None:

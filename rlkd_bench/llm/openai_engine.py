@@ -8,7 +8,8 @@ A permanent failure (HTTP 400, 401, 403, 404, 422 ...) is not retried: its Compl
 
 A request reserves its worst-case cost before it is sent (see ``runner.Budget``), so
 ``max_cost_usd`` is never passed; once one request does not fit, nothing more is sent and the
-unsent ones come back as ``error="budget: ..."``. Spent money is what responses report as usage;
+unsent ones come back as ``error="budget: ..."``. Spent money is what responses report as usage
+(a refused reply, or one without a usable choice, included);
 an attempt answered with an error status is free (OpenAI bills completed requests only), but one
 that timed out on our side is counted at its worst case, since the server may have finished and
 billed it; its retry must fit the budget again. A budget needs a known price (``--price``).
@@ -240,7 +241,8 @@ class OpenAIEngine(CachedEngine):
                                                    **params),
                     timeout=o.timeout_s)
                 c = self._completion(resp, req)
-                self.budget.settle(worst, c.usage.cost_usd if c.ok else 0.0)
+                # a reply is paid for by its usage, usable or not (a refusal, no choices)
+                self.budget.settle(worst, c.usage.cost_usd)
                 return c
             except openai.APIStatusError as e:
                 status = e.status_code

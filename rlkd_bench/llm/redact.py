@@ -15,9 +15,11 @@ engine's public state.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
 import threading
+import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
@@ -110,7 +112,7 @@ def redact_url(url: str) -> str:
     return redact(urlunsplit((parts.scheme, host, parts.path, query, "")))
 
 
-_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s'\"<>]+")
+_URL_IN_TEXT = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s'\"<>`]+")  # a backtick ends it (markdown code)
 
 
 def redact_argv(argv: list[str]) -> list[str]:
@@ -136,11 +138,19 @@ def redact_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def redact_text(text: str) -> str:
+    """Free text for a screen, a progress bar or a log line: every URL in it as ``redact_url``
+    writes it (credentials and query values masked), then ``redact``."""
+    if not text:
+        return text
+    return redact(_URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text))
+
+
 def scrub(obj: Any) -> Any:
     """Every string in a JSON-like object (dict keys kept) redacted as argv is, URLs included:
     for manifests, cards and row logs."""
     if isinstance(obj, str):
-        return redact(_URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), obj))
+        return redact_text(obj)
     if isinstance(obj, Mapping):
         return {k: scrub(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -155,3 +165,33 @@ def _hostport(parts: Any) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return host
+
+
+class RedactFilter(logging.Filter):
+    """A log record's message (and traceback) redacted before any handler formats it: a library's
+    log line may quote a URL with its query or an exception that carries request headers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to logging's own error handling
+            return True
+        record.msg, record.args = redact_text(message), None
+        if record.exc_info and not record.exc_text:  # formatters reuse exc_text when it is set
+            record.exc_text = redact_text("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+        return True
+
+
+# Our loggers; filters apply to a logger's own records only, so each is named.
+OUR_LOGGERS = ("rlkd_bench", "rlkd_bench.llm", "rlkd_bench.gsrm", "rlkd_bench.reward", "rlkd_bench.tasks")
+
+
+def redact_logs(*names: str) -> None:
+    """Put a ``RedactFilter`` on the named loggers (once each)."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactFilter) for f in logger.filters):
+            logger.addFilter(RedactFilter())
+
+
+redact_logs(*OUR_LOGGERS)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from rlkd_bench.llm.base import BUDGET_PREFIX, ChatRequest, Completion, EngineOptions, Usage
 from rlkd_bench.llm.cache import ResponseCache
-from rlkd_bench.llm.redact import safe_url
+from rlkd_bench.llm.redact import redact_text, safe_url
 
 log = logging.getLogger("rlkd_bench.llm")
 T = TypeVar("T")
@@ -100,7 +100,7 @@ class Progress:
 
         self.stats = stats
         self.start_cost = stats.cost_usd
-        self.bar = tqdm(total=total, desc=desc, unit="req", disable=not enabled, dynamic_ncols=True,
+        self.bar = tqdm(total=total, desc=redact_text(desc), unit="req", disable=not enabled, dynamic_ncols=True,
                         leave=True)
         self.hits0, self.retries0, self.fail0 = stats.cache_hits, stats.retries, stats.failures
 
@@ -200,10 +200,11 @@ class CachedEngine:
                 idx = groups.get(key)
                 if not idx or results[idx[0]] is not None:
                     return  # unknown or already answered
+                # what the server answered is paid for, a refused reply (usage, no usable choice) too
+                self.stats.prompt_tokens += completion.usage.prompt_tokens
+                self.stats.completion_tokens += completion.usage.completion_tokens
+                self.stats.cost_usd += completion.usage.cost_usd
                 if completion.ok:
-                    self.stats.prompt_tokens += completion.usage.prompt_tokens
-                    self.stats.completion_tokens += completion.usage.completion_tokens
-                    self.stats.cost_usd += completion.usage.cost_usd
                     if self.cache is not None:
                         self.cache.put(key, completion, model=cache_model)
                 elif (completion.error or "").startswith(BUDGET_PREFIX):

@@ -9,7 +9,8 @@ Specs (``make_matcher``): ``exact``, ``lexical[:THRESHOLD]`` (token-overlap F1),
 ``embedding[:THRESHOLD]`` (sentence-embedding cosine; optional extra), ``judge:<engine spec>``
 (an LLM asked yes/no through the model-access engines, e.g. ``judge:openai:Qwen/Qwen2.5-7B-Instruct``
 with ``EngineOptions.base_url``, or ``judge:http://host:8000/v1`` naming the served model itself).
-Whatever the matcher, two answers that both parse as math are compared with math-verify first.
+Whatever the matcher, two answers that both parse as math are compared with math-verify first
+(``rlkd_bench.answers.math_equal``, the answer module's rule).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import functools
 import logging
 import math
 import os
@@ -25,9 +25,9 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any, Protocol
 
+from rlkd_bench.answers import math_equal, mv_parse, mv_verify, parse_math  # noqa: F401 (re-exported)
 from rlkd_bench.errors import ConfigError, RlkdError
 from rlkd_bench.llm.base import ChatRequest, EngineOptions
 from rlkd_bench.prompting import load_prompt
@@ -44,71 +44,6 @@ EMBEDDING_EXTRA = "pip install 'rlkd-bench[embedding]'"
 SPECS = "exact, lexical[:THRESHOLD], embedding[:THRESHOLD], judge:<engine spec> or judge:http(s)://HOST/v1"
 
 Verdicts = dict[Comparison, bool | None]
-
-
-# -- answers: math-verify first ----------------------------------------------------------------
-# Text that reads as prose (a word of 3+ letters that is not a LaTeX command or a math function)
-# is not sent to math-verify: it would pull a stray number out of "3 dollars or more".
-_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
-_MATH_WORDS = {"sqrt", "frac", "dfrac", "tfrac", "sin", "cos", "tan", "log", "exp", "cdot", "times", "div",
-               "text", "boxed", "left", "right", "infty", "mathrm", "mod", "pmod", "circ", "deg", "and"}
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-@functools.lru_cache(maxsize=8192)  # the same teacher answers recur across generations and steps
-def parse_math(text: str) -> list | None:
-    """math-verify's parse of ``text`` when it reads as a math answer, else None.
-
-    math-verify's timeouts use SIGALRM, which only works in the main thread; elsewhere (TRL runs
-    async rewards on a daemon loop thread) it is called without one rather than failing silently.
-    """
-    text = (text or "").strip().rstrip(".")
-    if not text or len(text) > 200:
-        return None
-    if any(w.lower() not in _MATH_WORDS for w in _WORD.findall(text)):
-        return None
-    return mv_parse(text) or None
-
-
-def mv_parse(text: str) -> list:
-    """math-verify's parse of an answer (bare, ``$...$`` or boxed); [] when it finds nothing."""
-    from math_verify import parse
-
-    text = (text or "").strip()
-    latex = text if ("$" in text or "\\(" in text or "\\[" in text or "\\boxed" in text) else f"${text}$"
-    try:
-        return parse(latex, parsing_timeout=5 if _in_main_thread() else None)
-    except Exception:  # odd LaTeX: not math, as far as a matcher is concerned
-        return []
-
-
-def mv_verify(gold: list, answer: list) -> bool:
-    """math-verify's verify, thread-safe (see ``parse_math``); False on its errors."""
-    from math_verify import verify
-
-    try:
-        return bool(verify(gold, answer, timeout_seconds=5 if _in_main_thread() else None))
-    except Exception:
-        return False
-
-
-_PLAIN_NUMBER = re.compile(r"^\$?\s*(-?\d+(?:\.\d+)?)\s*\$?\.?$")
-
-
-@functools.lru_cache(maxsize=8192)
-def math_equal(a: str, b: str) -> bool | None:
-    """True/False when both sides parse as math (math-verify decides), None when either does not.
-    Two plain decimal numbers are compared exactly without it (the common case, and 100x cheaper)."""
-    na, nb = _PLAIN_NUMBER.match((a or "").strip()), _PLAIN_NUMBER.match((b or "").strip())
-    if na and nb:
-        return Fraction(na.group(1)) == Fraction(nb.group(1))
-    pa, pb = parse_math(a), parse_math(b)
-    if pa is None or pb is None:
-        return None
-    return mv_verify(pa, pb)
 
 
 # -- the interface ---------------------------------------------------------------------------

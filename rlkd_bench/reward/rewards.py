@@ -5,8 +5,25 @@ callables with TRL 1.16's reward signature, ``f(prompts, completions, completion
 trainer_state=..., log_extra=..., log_metric=...) -> list[float | None]``, whose ``__name__`` is the
 registry name (TRL logs ``rewards/<name>/mean``). Completions may be strings or conversational
 lists of messages. ``structure`` is async, so TRL runs it alongside the other rewards; it carries
-its own timeout, and every completion it cannot score gets None (left out of the advantage by
-TRL) and is counted in the logs, never a silent 0.
+its own timeout, and every completion it cannot score gets None, counted in the logs.
+
+What TRL 1.16 does with a None (``GRPOTrainer._calculate_rewards`` turns it into NaN, then
+``_generate_and_score_completions``), read from its source:
+
+- the total reward is ``nansum`` over the weighted rewards, so a None counts as **0** whenever any
+  other reward function scored the completion (accuracy, format and tag_count always do): with
+  the default ``multi_objective_aggregation="sum_then_normalize"`` a failed structure score is a
+  structure reward of 0 in the advantage, not a sample left out;
+- with ``normalize_then_sum`` each reward is first normalised within its group with ``nanmean`` /
+  ``nanstd``; the None stays NaN and the ``nansum`` then counts it as that reward's group mean;
+- only a completion for which *every* reward function returned None is left out: its total is
+  NaN, it is excluded from the group mean and std, its advantage is set to 0, and TRL warns;
+- ``rewards/structure/mean`` is a ``nanmean``: the mean over scored completions only, which
+  overstates what the advantage saw when some failed.
+
+So the structure reward also logs ``structure/none_frac`` (the share of None in the batch; the
+same share as ``structure/failed``), ``structure/mean_scored`` (the mean over scored completions,
+TRL's number) and ``structure/mean_with_failures_as_0`` (what ``sum_then_normalize`` really adds).
 """
 
 from __future__ import annotations
@@ -16,11 +33,9 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rlkd_bench.answers import last_boxed
+from rlkd_bench.answers import check
 from rlkd_bench.errors import ConfigError, DataError
 from rlkd_bench.llm.base import EngineOptions
-from rlkd_bench.reward.matchers import mv_parse, mv_verify, parse_math
-from rlkd_bench.structure import answer_tag, split_think
 
 log = logging.getLogger("rlkd_bench.reward")
 
@@ -62,30 +77,15 @@ def column(kwargs: dict[str, Any], name: str, n: int, reward: str) -> list[Any]:
 
 
 # -- accuracy, format, tag count ---------------------------------------------------------------
-def extract_answer(text: str) -> str | None:
-    """The final answer of a completion: after ``</think>`` when present, the ``<answer>`` block
-    (its ``\\boxed{}`` when it has one), else the last ``\\boxed{}``; None when there is none."""
-    split = split_think(text)
-    tail = split.answer if split.closed else text
-    tagged = answer_tag(tail)
-    if tagged is not None:
-        boxed = last_boxed(tagged)
-        return boxed if boxed is not None else (tagged or None)
-    return last_boxed(tail)
-
-
 def accuracy(prompts: list, completions: list, completion_ids: list | None = None, **kwargs: Any) -> list[float | None]:
-    """1.0 when the answer equals the gold answer under math-verify, else 0.0; None when the
-    gold itself does not parse as math (the row cannot be scored, not a wrong answer)."""
+    """1.0 when the completion's final answer is right against the gold answer, else 0.0; None when
+    the gold is blank (the row cannot be scored, not a wrong answer). The verdict is
+    ``rlkd_bench.answers.check``, the same as every eval metric's, so training and evaluation agree."""
     golds = column(kwargs, "gold", len(completions), "accuracy")
     out: list[float | None] = []
     for comp, gold in zip(completions, golds, strict=True):
-        g = parse_math(str(gold or ""))
-        if g is None:
-            out.append(None)
-            continue
-        ans = extract_answer(completion_text(comp))
-        out.append(1.0 if ans is not None and mv_verify(g, mv_parse(ans)) else 0.0)
+        right = check("" if gold is None else str(gold), completion_text(comp))
+        out.append(None if right is None else float(right))
     return out
 
 
@@ -127,7 +127,7 @@ def tag_count(prompts: list, completions: list, completion_ids: list | None = No
 
 # -- structure ---------------------------------------------------------------------------------
 STRUCTURE_KEYS = ("decomposer", "matcher", "normalize", "timeout_s", "gsrm_engine", "gsrm_max_new_tokens",
-                  "engine_options")
+                  "engine_options", "gsrm_model", "judge_model")
 
 
 def make_structure_reward(config: dict[str, Any] | None = None) -> RewardFunc:
@@ -178,6 +178,12 @@ def make_structure_reward(config: dict[str, Any] | None = None) -> RewardFunc:
         if callable(log_metric) and n:
             for k, v in share.items():
                 log_metric(f"structure/{k}", v / n)
+            scored = [r for r in rewards if r is not None]
+            log_metric("structure/none_frac", share["failed"] / n)
+            # TRL's nansum counts a None as 0 next to the other rewards (module docstring): say so
+            log_metric("structure/mean_with_failures_as_0", sum(scored) / n)
+            if scored:
+                log_metric("structure/mean_scored", sum(scored) / len(scored))
             ok = [o.alignment for o in outcomes if o.ok]
             if ok:
                 log_metric("structure/matched_prefix", sum(a.matched_prefix for a in ok) / len(ok))

@@ -25,7 +25,7 @@ from rlkd_bench.llm.base import EngineOptions
 from rlkd_bench.llm.runner import run_sync
 from rlkd_bench.reward.align import Alignment, Comparison, MissingVerdict, align_from_verdicts, needed, unique
 from rlkd_bench.reward.matchers import make_matcher
-from rlkd_bench.structure import Decomposition, Step, split_think
+from rlkd_bench.structure import META, Decomposition, Step, split_think
 
 log = logging.getLogger("rlkd_bench.reward")
 
@@ -50,7 +50,7 @@ class StudentOutcome:
     def ok(self) -> bool:
         return self.alignment is not None and self.error is None
 
-    def reward(self, normalize: bool = True) -> float | None:
+    def reward(self, normalize: bool = False) -> float | None:
         return self.alignment.value(normalize) if self.ok else None  # type: ignore[union-attr]
 
 
@@ -69,6 +69,27 @@ class ScoreStats:
     comparisons: int = 0  # unique comparisons sent to the matcher
     wall_s: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
+    unavailable: int = 0  # no score because a model did not answer: a failed request, a judge verdict, time
+    last_error: str = ""  # the latest such reason
+
+
+def _served_model(url: str, options: EngineOptions, *, what: str, hint: str) -> str:
+    """The one model the server at ``url`` lists: RlkdError (exit 70) when it does not answer,
+    ConfigError naming ``hint`` when it lists several or none."""
+    from rlkd_bench.llm.endpoint import list_models, resolve
+    from rlkd_bench.llm.redact import safe_url
+
+    try:
+        names = [str(m["id"]) for m in list_models(resolve(url, options.api_key_env),
+                                                    timeout_s=min(float(options.timeout_s or 30.0), 30.0))]
+    except ConfigError as e:
+        if "cannot list the models" not in str(e):
+            raise  # a missing key, plain http to a remote host: the settings are wrong
+        raise RlkdError(f"structure reward: the {what} did not answer before training: {e}") from None
+    if len(names) != 1:
+        raise ConfigError(f"structure reward: the {what} at {safe_url(url)} lists {len(names)} models "
+                          f"({', '.join(names[:5]) or 'none'}); name one with {hint}")
+    return names[0]
 
 
 def as_decomposition(value: Any, *, where: str = "teacher_steps") -> Decomposition:
@@ -99,13 +120,17 @@ class StructureScorer:
 
     ``decomposer``: ``heuristic``, ``gsrm:<checkpoint>`` (in process; ``gsrm_engine`` picks
     transformers or vllm) or ``gsrm:http://HOST/v1``. ``matcher``: see ``matchers.make_matcher``.
-    ``normalize``: the reward is the sum of r_i / n_teacher (in [0, 1]) instead of the raw sum.
+    ``normalize``: the reward is the sum of r_i / n_teacher (in [0, 1]) instead of the raw sum; the
+    default is the sum, as ``align.Alignment.value`` and the paper's reference code have it.
     ``gsrm_max_new_tokens``: the longest decomposition a GSRM may write (its default: 4096).
+    ``gsrm_model`` / ``judge_model``: the served model at a ``gsrm:URL`` / ``judge:URL`` (default: the
+    only model the server lists).
     """
 
-    def __init__(self, decomposer: str = "heuristic", matcher: str = "lexical", *, normalize: bool = True,
+    def __init__(self, decomposer: str = "heuristic", matcher: str = "lexical", *, normalize: bool = False,
                  engine_options: EngineOptions | None = None, timeout_s: float = 300,
-                 gsrm_engine: str | None = None, gsrm_max_new_tokens: int | None = None):
+                 gsrm_engine: str | None = None, gsrm_max_new_tokens: int | None = None,
+                 gsrm_model: str | None = None, judge_model: str | None = None):
         if not timeout_s or timeout_s <= 0:
             raise ConfigError(f"structure reward: timeout_s must be > 0, got {timeout_s}")
         self.decomposer_spec = decomposer
@@ -121,10 +146,14 @@ class StructureScorer:
                 opts["engine"] = gsrm_engine
             if kind == "gsrm" and gsrm_max_new_tokens:  # a GSRM that never stops must not stall training
                 opts["max_new_tokens"] = int(gsrm_max_new_tokens)
+            if kind == "gsrm" and gsrm_model:
+                opts["model"] = gsrm_model
         self.decomposer = get_decomposer(decomposer, **opts)
         matcher_kw: dict[str, Any] = {}
         if matcher.partition(":")[0].strip().lower() == "judge":
             matcher_kw["timeout_s"] = self.timeout_s
+            if judge_model:
+                matcher_kw["model"] = judge_model
         self.matcher = make_matcher(matcher, engine_options=self.engine_options, **matcher_kw)
         self.stats = ScoreStats()
         self._warned: set[str] = set()
@@ -132,6 +161,62 @@ class StructureScorer:
     def describe(self) -> dict[str, Any]:
         return {"decomposer": self.decomposer.describe(), "decomposer_spec": self.decomposer_spec,
                 "matcher": self.matcher.describe(), "normalize": self.normalize, "timeout_s": self.timeout_s}
+
+    # -- preflight ----------------------------------------------------------------------------
+    def preflight(self, *, gsrm_model_hint: str = "--gsrm-model NAME",
+                  judge_model_hint: str = "judge:openai:MODEL with the base URL in the options") -> None:
+        """Ask the decomposer for one tiny decomposition and an LLM judge for one comparison, so a
+        GSRM or judge that does not answer stops a run before it starts (RlkdError, exit 70) instead
+        of every structure reward being None. The probe carries a fresh nonce: a cached answer would
+        prove nothing. A server that lists several models is a ConfigError naming the hint's key."""
+        import uuid
+
+        from rlkd_bench.llm.redact import redact_text, safe_url
+
+        nonce = uuid.uuid4().hex[:12]
+        dec = self.decomposer
+        url = getattr(dec, "target", "") if getattr(dec, "engine_kind", None) == "openai" else ""
+        shown = f"the GSRM at {safe_url(url)}" if url else f"the decomposer {redact_text(self.decomposer_spec)}"
+        if url and not getattr(dec, "model", None):
+            dec.model = _served_model(url, dec.options, what="GSRM server", hint=gsrm_model_hint)
+        item = {"id": f"preflight-{nonce}", "problem": f"Add 2 and 3, then multiply the sum by 4. [{nonce}]",
+                "reasoning": "First, I add 2 and 3: 2 + 3 = 5.\n\nNext, I multiply the sum by 4: 5 * 4 = 20.",
+                "answer": "20"}
+        limit = getattr(dec, "max_new_tokens", None)
+        if limit:  # enough to show that it answers; a whole decomposition may take minutes on CPU
+            dec.max_new_tokens = min(int(limit), 32)
+        try:
+            [res] = dec.decompose([item])
+        except ConfigError:
+            raise
+        except Exception as e:  # an unreachable endpoint, a checkpoint that does not load
+            raise RlkdError(redact_text(f"structure reward: {shown} did not answer a test decomposition "
+                                        f"before training: {type(e).__name__}: {e}")) from None
+        finally:
+            if limit:
+                dec.max_new_tokens = limit
+        if (res.error or "").startswith(REQUEST_ERROR_PREFIX):  # a reply that does not parse still is an answer
+            raise RlkdError(redact_text(f"structure reward: {shown} did not answer a test decomposition "
+                                        f"before training: {res.error}"))
+        matcher = self.matcher
+        if getattr(matcher, "name", None) != "judge":
+            return
+        base = matcher.options.base_url
+        where = f"the judge at {safe_url(base)}" if base else f"the judge {matcher.engine_spec}"
+        if matcher.engine_spec is None:
+            name = _served_model(base or matcher.target, matcher.options, what="judge server", hint=judge_model_hint)
+            matcher.engine_spec = f"openai:{name}"
+        probe = Comparison(kind=META, teacher=f"Add 2 and 3. [{nonce}]", student="Multiply 5 by 4.")
+        try:
+            [done] = matcher.engine.generate([matcher.request(probe)], progress=False)
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise RlkdError(redact_text(f"structure reward: {where} did not answer a test comparison before "
+                                        f"training: {type(e).__name__}: {e}")) from None
+        if not done.ok:
+            raise RlkdError(redact_text(f"structure reward: {where} did not answer a test comparison before "
+                                        f"training: {done.error}"))
 
     # -- decomposition ----------------------------------------------------------------------
     def decompose(self, problems: Sequence[str], thinkings: Sequence[str],
@@ -154,7 +239,7 @@ class StructureScorer:
             try:
                 results = self.decomposer.decompose([items[i] for i in todo])
             except Exception as e:  # an unreachable GSRM endpoint, a bad checkpoint: never a crash mid-training
-                msg = str(e) if isinstance(e, RlkdError) else f"{type(e).__name__}: {e}"
+                msg = f"{REQUEST_ERROR_PREFIX} " + (str(e) if isinstance(e, RlkdError) else f"{type(e).__name__}: {e}")
                 self._warn_once(f"{DECOMPOSE_FAILED}: {msg}")
                 results = [DecomposeResult(decomposition=None, error=msg) for _ in todo]
             for i, res in zip(todo, results, strict=True):
@@ -273,6 +358,9 @@ class StructureScorer:
                 s.scored += 1
                 continue
             err = o.error or "?"
+            if (err.startswith((f"{DECOMPOSE_FAILED}: {REQUEST_ERROR_PREFIX}", JUDGE_FAILED)) or err == TIMEOUT):
+                s.unavailable += 1
+                s.last_error = err
             s.no_think_end += err == NO_THINK_END
             s.decompose_failed += err.startswith(DECOMPOSE_FAILED) or err == EMPTY_THINKING
             s.judge_failed += err.startswith(JUDGE_FAILED)

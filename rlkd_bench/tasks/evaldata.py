@@ -40,7 +40,8 @@ EVAL_COLUMNS = ("id", "domain", "problem", "gold", "teacher_reasoning", "teacher
 DEFAULTS = {"decomposer": "heuristic", "matcher": "lexical", "eval_data": BUNDLED, "prompt": "rlkd",
             "timeout_s": 300}
 ENV = {"decomposer": "RLKD_DECOMPOSER", "matcher": "RLKD_MATCHER", "eval_data": "RLKD_EVAL_DATA",
-       "prompt": "RLKD_PROMPT", "timeout_s": "RLKD_SCORER_TIMEOUT", "gsrm_engine": "RLKD_GSRM_ENGINE"}
+       "prompt": "RLKD_PROMPT", "timeout_s": "RLKD_SCORER_TIMEOUT", "gsrm_engine": "RLKD_GSRM_ENGINE",
+       "gsrm_model": "RLKD_GSRM_MODEL", "judge_model": "RLKD_JUDGE_MODEL"}
 
 # The paper's accuracy suite: Hub id, config, split, and the metadata key / env var for a local copy.
 REASONING_SOURCES = {
@@ -75,6 +76,9 @@ def scorer_settings(metadata: dict[str, Any]) -> dict[str, Any]:
            "timeout_s": timeout_s, "eval_data": str(setting(metadata, "eval_data"))}
     if setting(metadata, "gsrm_engine"):  # how a local GSRM checkpoint runs: transformers or vllm
         out["gsrm_engine"] = str(setting(metadata, "gsrm_engine"))
+    for key in ("gsrm_model", "judge_model"):  # the served model at a gsrm:/judge: URL that lists several
+        if setting(metadata, key):
+            out[key] = str(setting(metadata, key))
     return out
 
 
@@ -156,12 +160,14 @@ def load_structure_rows(source: str, *, decomposer: str = "heuristic") -> list[d
     where = "bundled eval set" if source == BUNDLED else source
     if not rows:
         raise DataError("no rows to evaluate", file=where)
-    out, to_decompose = [], []
+    out, to_decompose, no_gold = [], [], []
     for i, r in enumerate(rows, start=1):
         line = r.pop("_line", i)
         problem = str(r.get("problem") or "").strip()
         if not problem:
             raise DataError("missing or empty", file=where, line=line, field="problem")
+        if not str(r.get("gold") or "").strip():
+            no_gold.append(line)
         steps = r.get("teacher_steps")
         reasoning = str(r.get("teacher_reasoning") or r.get("reasoning") or "")
         if not steps and not reasoning.strip():
@@ -176,6 +182,8 @@ def load_structure_rows(source: str, *, decomposer: str = "heuristic") -> list[d
         if not steps:
             to_decompose.append((row, reasoning, str(r.get("answer") or "")))
         out.append(row)
+    if no_gold:
+        raise_no_gold(where, no_gold, len(rows), "lines" if source == BUNDLED or is_jsonl(source) else "rows")
     if to_decompose:
         from rlkd_bench.decompose import get_decomposer
 
@@ -193,6 +201,15 @@ def load_structure_rows(source: str, *, decomposer: str = "heuristic") -> list[d
         if not out:
             raise DataError(f"no teacher trace could be decomposed by {decomposer!r}", file=where)
     return out
+
+
+def raise_no_gold(where: str, lines: list[int], total: int, unit: str = "rows") -> None:
+    """Accuracy and pass@k need a gold answer on every row: without one they would read 0 where
+    nothing was measured, so such eval data is refused, naming the rows."""
+    shown = ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
+    raise DataError(f"no gold answer in {len(lines)} of {total} rows ({unit} {shown}); accuracy and pass@k "
+                    "need one on every row: add it or leave those rows out",
+                    file=where, line=lines[0] if len(lines) == 1 else None, field="gold")
 
 
 _SETTINGS: dict[str, dict[str, Any]] = {}  # stamp (secrets redacted) -> the settings themselves
@@ -259,7 +276,14 @@ def reasoning_source(task: str, metadata: dict[str, Any]) -> tuple[str, str | No
     return spec["path"], spec["name"], spec["split"]
 
 
-def load_reasoning_rows(task: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
+def is_jsonl(source: str) -> bool:
+    """Rows from this source carry their file line (``_line``), not just their position."""
+    return Path(source).expanduser().suffix in (".jsonl", ".ndjson")
+
+
+def load_reasoning_rows(task: str, metadata: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """(rows, where they come from): the local copy's path, or the Hub id, for error messages;
+    rows from a .jsonl file carry their line as ``_line``."""
     source, name, split = reasoning_source(task, metadata)
     spec = REASONING_SOURCES[task]
     try:
@@ -270,18 +294,20 @@ def load_reasoning_rows(task: str, metadata: dict[str, Any]) -> list[dict[str, A
                           f"in the schema of {spec['path']})") from e
     if not rows:
         raise DataError("no rows to evaluate", file=source)
-    return rows
+    return rows, source
 
 
 def math_docs(task: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
     """MATH-500 / AIME rows (problem, answer) as docs with the zero-shot prompt."""
     style = str(setting(metadata, "prompt", "r1"))
     docs = []
-    for i, r in enumerate(load_reasoning_rows(task, metadata), start=1):
+    rows, where = load_reasoning_rows(task, metadata)
+    for i, r in enumerate(rows, start=1):
+        line = r.pop("_line", i)
         problem, gold = _first(r, "problem", "Problem", "question"), _first(r, "answer", "Answer", "gold")
         if problem is None or gold is None:
-            raise DataError(f"row has no problem/answer columns (has {', '.join(map(str, r))})",
-                            file=REASONING_SOURCES[task]["path"], line=i)
+            raise DataError(f"row has no problem/answer (has {', '.join(map(str, r)) or 'nothing'}; the schema of "
+                            f"{REASONING_SOURCES[task]['path']})", file=where, line=line)
         system, user = prompt_parts(str(problem), style)
         docs.append({"id": str(_first(r, "unique_id", "id", "ID") or i), "problem": str(problem),
                      "gold": str(gold), "system": system, "prompt": user})
@@ -301,12 +327,14 @@ def gpqa_docs(metadata: dict[str, Any]) -> list[dict[str, Any]]:
     """GPQA rows (Question, Correct Answer, Incorrect Answer 1-3) as lettered multiple choice."""
     style = str(setting(metadata, "prompt", "r1"))
     docs = []
-    for i, r in enumerate(load_reasoning_rows("rlkd_gpqa_diamond", metadata), start=1):
+    rows, where = load_reasoning_rows("rlkd_gpqa_diamond", metadata)
+    for i, r in enumerate(rows, start=1):
+        line = r.pop("_line", i)
         cells = [_first(r, "Question"), _first(r, "Correct Answer"),
                  *[_first(r, f"Incorrect Answer {k}") for k in (1, 2, 3)]]
         if any(c is None for c in cells):
             raise DataError("row lacks Question / Correct Answer / Incorrect Answer 1-3 (the schema of "
-                            "Idavidrein/gpqa)", file="gpqa", line=i)
+                            "Idavidrein/gpqa)", file=where, line=line)
         question, correct, *wrong = (str(c).strip() for c in cells)
         options, gold = shuffled_choices(question, correct, wrong)
         body = question + "\n\n" + "\n".join(f"{letter}) {opt}" for letter, opt in zip("ABCD", options,

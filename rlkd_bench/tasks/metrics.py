@@ -1,15 +1,17 @@
 """The lm-eval metrics of RLKD's claims, as pure functions (no model, no I/O).
 
-Accuracy: the answer is what follows ``</think>`` (thinking is never scored), inside
-``<answer>`` when the model used the tag, checked with math-verify (``rlkd_bench.answers``) or,
-for multiple choice, by the letter it names. Sampling: pass@k with the unbiased estimator of the
-Codex paper (Chen et al. 2021). Diversity: how many distinct step structures k samples hold and
+Accuracy: ``rlkd_bench.answers.check``, the check the training reward uses too (the answer after
+the last ``</think>``, inside ``<answer>`` when the model used the tag, its last ``\\boxed{}``;
+math-verify first, text for text golds) or, for multiple choice, the letter it names. Sampling:
+pass@k with the unbiased estimator of the Codex paper (Chen et al. 2021). Diversity: how many distinct step structures k samples hold and
 how far apart they are pairwise (1 - the structure rule's normalised score), next to surface
 measures (distinct-n, pairwise n-gram divergence) that only see words.
 
 A completion that cannot be decomposed (no ``</think>``, a failed decomposition) has the empty
-structure: it matches only other empty structures. So every metric is defined for every sample,
-and the share of such completions is reported beside them.
+structure in the diversity measures: it matches only other empty structures; the share of such
+completions is reported beside them. A measure with nothing to measure (fewer than two samples, no
+pair with a known alignment, no n-gram) is None, never 0: lm-eval's aggregation
+(``utils.nanmean``) leaves it out, and a task where nothing was measured reports NaN.
 """
 
 from __future__ import annotations
@@ -18,71 +20,16 @@ import re
 from collections.abc import Callable, Sequence
 from itertools import combinations, permutations
 
+from rlkd_bench.answers import CHOICE_LETTERS, check, extract_choice  # noqa: F401 (re-exported)
 from rlkd_bench.reward.align import Alignment
-from rlkd_bench.structure import answer_tag
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-CHOICE_LETTERS = "ABCD"
 PASS_KS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 # -- answers -----------------------------------------------------------------------------------
-
-
-def strip_thinking(completion: str) -> str:
-    """What a completion says after its reasoning: the text after the last ``</think>``.
-
-    Without ``</think>``: the whole text when no ``<think>`` was opened either (a model that does
-    not think in tags), and nothing when thinking was opened and never closed (cut off before an
-    answer). R1 chat templates put ``<think>`` in the prompt, so their completions only hold
-    ``</think>``; one cut off mid-thought is then scored as written, as lighteval does.
-    """
-    text = completion or ""
-    if THINK_CLOSE in text:
-        return text.rsplit(THINK_CLOSE, 1)[1].strip()
-    if THINK_OPEN in text:
-        return ""
-    return text.strip()
-
-
-def final_text(completion: str) -> str:
-    """The answer text to score: after the thinking, inside ``<answer>`` when present."""
-    rest = strip_thinking(completion)
-    tagged = answer_tag(rest)
-    return tagged if tagged is not None else rest
-
-
-def math_correct(gold: str, completion: str) -> bool:
-    """True when the completion's final answer equals ``gold`` (math-verify; boxed answer first)."""
-    from rlkd_bench.answers import verify
-
-    answer = final_text(completion)
-    return bool(answer) and verify(str(gold), answer)
-
-
-# "Answer: C", "the answer is (D)"; the letter itself must be a capital ("the answer is a prime" is no choice)
-_ANSWER_LINE = re.compile(r"(?i:answer)\s*(?:is|:)?\s*[:=]?\s*\**\s*\(?\s*\$?\s*(?:\\text\{)?\s*([A-Z])\b")
-_BOXED_LETTER = re.compile(r"\\boxed\s*\{\s*(?:\\text\{\s*)?\(?([A-Z])\)?\s*\}?\s*\}")
-_LONE_LETTER = re.compile(r"^\W*\(?([A-Za-z])\)?\W*$")
-
-
-def extract_choice(completion: str, letters: str = CHOICE_LETTERS) -> str | None:
-    """The letter a multiple-choice answer names, or None.
-
-    Read from the final answer text only: the last ``\\boxed{X}``, else the last "Answer: X" /
-    "the answer is (X)", else an answer that is nothing but a letter. A letter outside
-    ``letters`` does not count.
-    """
-    text = final_text(completion)
-    for pattern in (_BOXED_LETTER, _ANSWER_LINE):
-        found = [m.group(1).upper() for m in pattern.finditer(text)]
-        found = [x for x in found if x in letters]
-        if found:
-            return found[-1]
-    m = _LONE_LETTER.match(text)
-    if m and m.group(1).upper() in letters:
-        return m.group(1).upper()
-    return None
+# Owned by rlkd_bench.answers (where the answer is, math-verify first, text golds, choices); these
+# names are the same objects, re-exported for the task utils: math_correct is answers.check.
+math_correct = check
 
 
 # -- sampling ------------------------------------------------------------------------------------
@@ -121,10 +68,10 @@ def same_structure(alignment: Alignment) -> bool:
             and all(step.subproblem for step in alignment.steps))
 
 
-def step_ratio(alignment: Alignment | None) -> float:
-    """Student / teacher step count; 0 without a decomposition or without teacher steps."""
+def step_ratio(alignment: Alignment | None) -> float | None:
+    """Student / teacher step count; None (not measured) without an alignment or teacher steps."""
     if alignment is None or not alignment.n_teacher:
-        return 0.0
+        return None
     return alignment.n_student / alignment.n_teacher
 
 
@@ -160,11 +107,12 @@ def distinct_structures(sizes: Sequence[int], pair: Pairwise) -> int:
     return len(heads)
 
 
-def structural_divergence(sizes: Sequence[int], pair: Pairwise) -> float:
+def structural_divergence(sizes: Sequence[int], pair: Pairwise) -> float | None:
     """Mean over ordered pairs (i, j), i != j, of 1 - the normalised score of j against i.
 
     Two empty structures are identical (0); an empty and a non-empty one share nothing (1). Pairs
-    whose alignment is unknown (a failed judge verdict) are left out; 0 with fewer than 2 samples.
+    whose alignment is unknown (a failed judge verdict) are left out; None (not measured) when no
+    pair is left, e.g. with fewer than 2 samples.
     """
     values = []
     for i, j in permutations(range(len(sizes)), 2):
@@ -174,7 +122,7 @@ def structural_divergence(sizes: Sequence[int], pair: Pairwise) -> float:
         p = pair(i, j)
         if p is not None:
             values.append(1.0 - p[0])
-    return sum(values) / len(values) if values else 0.0
+    return sum(values) / len(values) if values else None
 
 
 # -- surface -------------------------------------------------------------------------------------
@@ -191,18 +139,20 @@ def ngrams(text: str, n: int) -> list[tuple[str, ...]]:
     return [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
 
 
-def distinct_n(texts: Sequence[str], n: int = 2) -> float:
-    """Distinct n-grams / all n-grams over the samples together (Li et al. 2016); 0 without any."""
+def distinct_n(texts: Sequence[str], n: int = 2) -> float | None:
+    """Distinct n-grams / all n-grams over the samples together (Li et al. 2016); None (not
+    measured) without any n-gram."""
     grams = [g for t in texts for g in ngrams(t, n)]
-    return len(set(grams)) / len(grams) if grams else 0.0
+    return len(set(grams)) / len(grams) if grams else None
 
 
-def surface_divergence(texts: Sequence[str], n: int = 2) -> float:
+def surface_divergence(texts: Sequence[str], n: int = 2) -> float | None:
     """Mean over pairs of 1 - Jaccard similarity of the two samples' n-gram sets: the word-level
-    twin of ``structural_divergence``. Two texts without n-grams are identical; 0 with < 2 texts."""
+    twin of ``structural_divergence``. Two texts without n-grams are identical; None (not
+    measured) with fewer than 2 texts."""
     sets = [set(ngrams(t, n)) for t in texts]
     values = []
     for a, b in combinations(sets, 2):
         union = a | b
         values.append(1.0 - len(a & b) / len(union) if union else 0.0)
-    return sum(values) / len(values) if values else 0.0
+    return sum(values) / len(values) if values else None
