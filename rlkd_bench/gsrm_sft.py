@@ -421,6 +421,7 @@ def sft_args(cfg: GSRMTrainConfig, run_dir: Path, loss_mode: str, *, has_eval: b
         raise ConfigError(f"the config does not make a valid SFTConfig: {e}") from None
 
 
+@datasets_read_only()  # the maps here (ours and TRL's) never write beside an input, whoever calls
 def build_trainer(cfg: GSRMTrainConfig, run_dir: Path) -> tuple[Any, SFTData, str, str]:
     """Everything up to ``trainer.train()``: data, tokenizer, loss mode, SFTConfig, SFTTrainer.
 
@@ -538,7 +539,6 @@ def model_card(manifest: Manifest, cfg: GSRMTrainConfig, log_history: list[dict]
     ))
 
 
-@datasets_read_only()  # inputs are read-only to every caller, in-process ones included
 def train(cfg: GSRMTrainConfig, *, command: list[str] | None = None, log=print) -> dict[str, Any]:
     """Fine-tune and write the checkpoint to ``cfg.output_dir``; returns a summary dict.
 

@@ -502,6 +502,7 @@ def reward_functions(script: RLKDScriptArguments, source: str | None = None) -> 
         raise ConfigError(f"{source}: keys {keys}: {e}") from None
 
 
+@datasets_read_only()  # the maps here (ours and TRL's) never write beside an input, whoever calls
 def build_trainer(cfg: RecipeConfig, run_dir: Path, *, reward_funcs: list[Any] | None = None) -> tuple[Any, dict]:
     """Everything up to ``trainer.train()``. Returns (trainer, info about data and model)."""
     from trl import get_peft_config, get_quantization_config
@@ -724,7 +725,6 @@ def _resume_arg(value: Any, run_dir: Path, log=print) -> Any:
     return str(p)
 
 
-@datasets_read_only()  # inputs are read-only to every caller, in-process ones included
 def train(cfg: RecipeConfig, *, command: list[str] | None = None, log=print,
           reward_funcs: list[Any] | None = None) -> dict[str, Any]:
     """Train one arm and write its checkpoint to ``output_dir``; returns a summary dict.

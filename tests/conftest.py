@@ -127,3 +127,27 @@ def memorizing_gsrm(tiny_model_dir, tmp_path_factory):
         "eval_split=null"])
     train(cfg, log=lambda *a: None)  # in process: the recipe's own subprocess run is tested elsewhere
     return work / "gsrm", trace, Decomposition.from_dict(ann)
+
+
+@pytest.fixture(scope="module")
+def rlkd_data(tmp_path_factory):
+    """The rlkd-data product built by the real command from the bundled traces (heuristic steps)."""
+    from click.testing import CliRunner
+
+    from rlkd_bench.cli import cli
+
+    out = tmp_path_factory.mktemp("rlkd-data") / "rlkd-data"
+    res = CliRunner().invoke(cli, ["build-rlkd-data", "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def gsrm_server(memorizing_gsrm):
+    """``transformers serve`` on the GSRM that learned one trace by heart, behind a counting proxy:
+    it decomposes that trace for real. Yields ``(base_url, model_id, proxy, trace)``."""
+    ckpt, trace, _ = memorizing_gsrm
+    from servers import served_behind_proxy  # tests/ is on sys.path (rootdir conftest)
+
+    with served_behind_proxy(ckpt) as (base_url, model_id, proxy):
+        yield base_url, model_id, proxy, trace

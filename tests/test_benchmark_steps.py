@@ -23,11 +23,13 @@ the file only to fix a mistake in the annotation, never to suit a decomposer.
 from __future__ import annotations
 
 import hashlib
-import json
 from importlib import resources
 
 import pytest
-from test_reference_steps import assert_reference_format  # tests/ is on sys.path (rootdir conftest)
+from test_reference_steps import (  # tests/ is on sys.path (rootdir conftest)
+    assert_reference_format,
+    bundled_jsonl,
+)
 
 from rlkd_bench.answers import verify
 from rlkd_bench.structure import Decomposition, render_steps, validate
@@ -37,12 +39,7 @@ TRACE_FIELDS = {"id", "domain", "problem", "reasoning", "answer", "gold", "sourc
 DOMAINS = {"math": 16, "code": 8, "science": 8, "puzzle": 8}
 
 
-def _jsonl(name: str) -> list[dict]:
-    path = resources.files("rlkd_bench") / "data" / name
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-BENCHMARK = _jsonl("benchmark_steps.jsonl")
+BENCHMARK = bundled_jsonl("benchmark_steps.jsonl")
 
 
 def test_file_is_frozen():
@@ -56,8 +53,8 @@ def test_rows_are_well_formed_new_and_spread_over_domains():
     assert len(BENCHMARK) >= 40
     ids = [row["id"] for row in BENCHMARK]
     assert len(set(ids)) == len(ids) and all(i.startswith("bench-") for i in ids)
-    others = _jsonl("traces.jsonl") + _jsonl("heldout_steps.jsonl")
-    other_ids = {r["id"] for r in others} | {r["id"] for r in _jsonl("reference_steps.jsonl")}
+    others = bundled_jsonl("traces.jsonl") + bundled_jsonl("heldout_steps.jsonl")
+    other_ids = {r["id"] for r in others} | {r["id"] for r in bundled_jsonl("reference_steps.jsonl")}
     assert not set(ids) & other_ids
     seen_problems = {r["problem"] for r in others}
     seen_reasoning = {r["reasoning"] for r in others}

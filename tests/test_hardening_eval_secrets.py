@@ -25,20 +25,10 @@ from rlkd_bench.errors import EXIT_RUNTIME, EXIT_USAGE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from faultproxy import COMPLETIONS_PATH, Fault  # noqa: E402
-from servers import served_behind_proxy  # noqa: E402
 
 KEY = "sk-eval-SECRET-0123456789"
 PASSWORD = "pw-SECRET-4242"
 QUERY_VALUE = "qv-SECRET-9999"
-
-
-@pytest.fixture(scope="module")
-def gsrm_server(memorizing_gsrm):
-    """``transformers serve`` on the GSRM that learned one trace by heart, behind a counting proxy:
-    it decomposes that trace for real. Yields ``(base_url, model_id, proxy, trace)``."""
-    ckpt, trace, _ = memorizing_gsrm
-    with served_behind_proxy(ckpt) as (base_url, model_id, proxy):
-        yield base_url, model_id, proxy, trace
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from rlkd_bench.rlkd_data import load_rlkd_data
 
 sys.path.insert(0, str(Path(__file__).parent))
 from faultproxy import Fault  # noqa: E402
-from servers import served_behind_proxy  # noqa: E402
 
 STEPS = ("[Meta-reasoning 1]: Find the sum first\n[Sub-problem 1]: What is 1+1?\n[Answer 1]: 2\n\n"
          "So the final answer is: 2")
@@ -33,15 +32,6 @@ def price(model_id: str) -> list[str]:
     """$1 per output token, input free: a request's worst case is its max_tokens in dollars, and
     the server's usage (1 completion token at max_tokens 1) makes every answered request cost $1."""
     return ["--price", f"{model_id}=0,1000000"]
-
-
-@pytest.fixture(scope="module")
-def gsrm_server(memorizing_gsrm):
-    """``transformers serve`` on the GSRM that learned one trace by heart, behind a counting proxy:
-    it decomposes that trace for real. Yields ``(base_url, model_id, proxy, trace)``."""
-    ckpt, trace, _ = memorizing_gsrm
-    with served_behind_proxy(ckpt) as (base_url, model_id, proxy):
-        yield base_url, model_id, proxy, trace
 
 
 def run(*args: str, env: dict[str, str] | None = None):

@@ -375,7 +375,7 @@ def test_out_below_a_regular_file_is_an_error(tmp_path: Path) -> None:
     assert proc.returncode == EXIT_USAGE and "is a file" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _read_only_runner(ro: Path):
+def read_only_runner(ro: Path):
     """How to run a command that meets ``ro`` read-only: a 0555 directory for a normal user; for
     root (who may write there anyway) a read-only tmpfs mounted on it in a private mount namespace
     of that one command. None when neither is possible here."""
@@ -393,7 +393,7 @@ def _read_only_runner(ro: Path):
 def test_read_only_out_is_an_error(tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     ro.mkdir()
-    wrap = _read_only_runner(ro)
+    wrap = read_only_runner(ro)
     if wrap is None:
         pytest.skip("running as root without a way to mount a read-only directory")
     try:

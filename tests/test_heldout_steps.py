@@ -27,11 +27,13 @@ traces (write new held-out traces instead, after freezing the rules again).
 from __future__ import annotations
 
 import hashlib
-import json
 from importlib import resources
 
 import pytest
-from test_reference_steps import assert_reference_format  # tests/ is on sys.path (rootdir conftest)
+from test_reference_steps import (  # tests/ is on sys.path (rootdir conftest)
+    assert_reference_format,
+    bundled_jsonl,
+)
 
 from rlkd_bench.answers import verify
 from rlkd_bench.decompose.heuristic import HeuristicDecomposer
@@ -41,12 +43,7 @@ HELDOUT_SHA256 = "8b76bda7a1382590465dafcfa50c294e46a9ed6ee06c9dd49caeb42f041a40
 TRACE_FIELDS = {"id", "domain", "problem", "reasoning", "answer", "gold", "source", "verified"}
 
 
-def _jsonl(name: str) -> list[dict]:
-    path = resources.files("rlkd_bench") / "data" / name
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-HELDOUT = _jsonl("heldout_steps.jsonl")
+HELDOUT = bundled_jsonl("heldout_steps.jsonl")
 
 
 def test_file_is_frozen():
@@ -60,9 +57,9 @@ def test_rows_are_well_formed_new_and_spread_over_domains():
     assert len(HELDOUT) >= 10
     ids = [row["id"] for row in HELDOUT]
     assert len(set(ids)) == len(ids) and all(i.startswith("heldout-") for i in ids)
-    bundled = _jsonl("traces.jsonl")
+    bundled = bundled_jsonl("traces.jsonl")
     seen_problems = {r["problem"] for r in bundled}
-    assert not set(ids) & ({r["id"] for r in bundled} | {r["id"] for r in _jsonl("reference_steps.jsonl")})
+    assert not set(ids) & ({r["id"] for r in bundled} | {r["id"] for r in bundled_jsonl("reference_steps.jsonl")})
     domains: dict[str, int] = {}
     for row in HELDOUT:
         assert set(row) == TRACE_FIELDS | {"steps", "final_answer", "boundaries"}, row["id"]

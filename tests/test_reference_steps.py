@@ -44,13 +44,13 @@ F1_FLOOR = 0.50
 PRECISION_FLOOR = 0.55
 
 
-def _jsonl(name: str) -> list[dict]:
+def bundled_jsonl(name: str) -> list[dict]:
     path = resources.files("rlkd_bench") / "data" / name
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-REFERENCE = _jsonl("reference_steps.jsonl")
-TRACES = {row["id"]: row for row in _jsonl("traces.jsonl")}
+REFERENCE = bundled_jsonl("reference_steps.jsonl")
+TRACES = {row["id"]: row for row in bundled_jsonl("traces.jsonl")}
 
 
 def _offsets(row: dict) -> list[int]:

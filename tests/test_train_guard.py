@@ -51,19 +51,6 @@ def _publish_dry_run(path: Path):
     return CliRunner().invoke(cli, ["publish", str(path), "--repo", "you/x", "--dry-run"])
 
 
-@pytest.fixture(scope="module")
-def rlkd_data(tmp_path_factory) -> Path:
-    """The rlkd-data product made by the real command (bundled traces, heuristic steps)."""
-    from click.testing import CliRunner
-
-    from rlkd_bench.cli import cli
-
-    out = tmp_path_factory.mktemp("rlkd-data") / "rlkd-data"
-    res = CliRunner().invoke(cli, ["build-rlkd-data", "--out", str(out), "--no-progress"])
-    assert res.exit_code == 0, res.output
-    return out
-
-
 @pytest.fixture
 def data_copy(rlkd_data, tmp_path) -> Path:
     """A private copy of the product: a test on today's code may destroy what it is given."""

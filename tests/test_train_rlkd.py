@@ -26,19 +26,6 @@ def _recipe_main():
 
 
 @pytest.fixture(scope="module")
-def rlkd_data(tmp_path_factory):
-    """The rlkd-data product built by the real command from the bundled traces (heuristic steps)."""
-    from click.testing import CliRunner
-
-    from rlkd_bench.cli import cli
-
-    out = tmp_path_factory.mktemp("rlkd-data") / "rlkd-data"
-    res = CliRunner().invoke(cli, ["build-rlkd-data", "--out", str(out), "--no-progress"])
-    assert res.exit_code == 0, res.output
-    return out
-
-
-@pytest.fixture(scope="module")
 def default_run(rlkd_data, tmp_path_factory):
     """The default recipe (rlkd_tiny.yaml: the tiny model built offline, heuristic decomposer,
     lexical matcher) run as `make train-rlkd` runs it, in a subprocess, shortened to 2 steps."""

@@ -30,19 +30,6 @@ def _main(recipe: Path):
 
 
 @pytest.fixture(scope="module")
-def rlkd_data(tmp_path_factory):
-    """The rlkd-data product of the bundled traces, made by the real command."""
-    from click.testing import CliRunner
-
-    from rlkd_bench.cli import cli
-
-    out = tmp_path_factory.mktemp("rlkd-data") / "rlkd-data"
-    res = CliRunner().invoke(cli, ["build-rlkd-data", "--out", str(out), "--no-progress"])
-    assert res.exit_code == 0, res.output
-    return out
-
-
-@pytest.fixture(scope="module")
 def bad_inputs(rlkd_data, tiny_model_dir, tmp_path_factory):
     """Files a user may point the recipes at: empty and malformed jsonl, a saved DatasetDict whose
     train split has no rows, a model dir without its tokenizer."""
@@ -104,17 +91,22 @@ def test_train_rlkd_refuses_bad_settings_before_training(rlkd_data, bad_inputs, 
     assert not out.exists() and not (tmp_path / "out.run").exists()  # refused before anything was built
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only dirs")
-def test_a_read_only_output_dir_is_refused_before_training(rlkd_data, tmp_path, capsys):
+def test_a_read_only_output_dir_is_refused_before_training(rlkd_data, tmp_path):
+    """A 0555 folder for a normal user; for root (who writes there anyway) a read-only mount."""
+    from test_hardening_stages import read_only_runner  # tests/ is on sys.path (rootdir conftest)
+
     parent = tmp_path / "ro"
     parent.mkdir()
-    parent.chmod(0o555)
+    wrap = read_only_runner(parent)
+    assert wrap is not None, "no way to make a read-only folder here (unshare and mount as root)"
     try:
-        code = _main(RLKD)(["--config", str(CONFIGS / "rlkd_tiny.yaml"), f"dataset={rlkd_data}",
-                            f"output_dir={parent / 'ckpt'}"])
+        res = subprocess.run(wrap([sys.executable, str(RLKD), "--config", str(CONFIGS / "rlkd_tiny.yaml"),
+                                   f"dataset={rlkd_data}", f"output_dir={parent / 'ckpt'}"]),
+                             cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=300)
     finally:
         parent.chmod(0o755)
-    assert code == 2 and "is not writable" in capsys.readouterr().err
+    assert res.returncode == 2 and "is not writable" in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
 
 
 def test_max_steps_minus_one_trains_by_epochs_when_they_are_set():
@@ -404,13 +396,14 @@ def test_rlkd_bench_eval_names_the_served_gsrm_and_judge(tiny_model_dir, two_mod
 
     for k in [k for k in os.environ if k.startswith("RLKD_") and k != "RLKD_CACHE_DIR"]:
         monkeypatch.delenv(k)
+    base_url, model_id = two_model_server
     out = tmp_path / "eval"
     res = CliRunner().invoke(cli, ["eval", str(tiny_model_dir), "--tasks", "rlkd_structure", "--limit", "1",
                                    "--max-gen-toks", "8", "--device", "cpu", "--output-path", str(out),
-                                   "--decomposer", f"gsrm:{two_model_server}", "--gsrm-model", "gsrm-b",
-                                   "--matcher", f"judge:{two_model_server}", "--judge-model", "gsrm-a"])
+                                   "--decomposer", f"gsrm:{base_url}", "--gsrm-model", "gsrm-b",
+                                   "--matcher", f"judge:{base_url}", "--judge-model", model_id])
     assert res.exit_code == 0, res.output + repr(res.exception)
     meta = json.loads((out / "results.json").read_text())["rlkd"]["metadata"]
-    assert (meta["gsrm_model"], meta["judge_model"]) == ("gsrm-b", "gsrm-a")
+    assert (meta["gsrm_model"], meta["judge_model"]) == ("gsrm-b", model_id)
     scorer = utils.scorer_for({"scorer": evaldata.stamp_settings(evaldata.scorer_settings(meta))})
-    assert scorer.decomposer.model == "gsrm-b" and scorer.matcher.engine_spec == "openai:gsrm-a"
+    assert scorer.decomposer.model == "gsrm-b" and scorer.matcher.engine_spec == f"openai:{model_id}"
