@@ -44,6 +44,27 @@ F1_FLOOR = 0.50
 PRECISION_FLOOR = 0.55
 
 
+def assert_boundary_quotes(text: str, quotes: list[str]) -> list[int]:
+    """Each step start is a short verbatim quote found once in the trace, in order; returns the offsets
+    (the held-out and benchmark sets check theirs the same way)."""
+    offsets = []
+    for quote in quotes:
+        assert 15 <= len(quote) <= 60, quote
+        assert text.count(quote) == 1, (quote, text.count(quote))
+        offsets.append(text.find(quote))
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets), offsets
+    return offsets
+
+
+def assert_final_answer_verifies(row: dict) -> None:
+    """The hand-written final answer equals the gold, the trace boxes it, and the check can fail."""
+    from rlkd_bench.answers import verify
+
+    assert verify(row["gold"], row["final_answer"]), (row["gold"], row["final_answer"])
+    assert "\\boxed{" in row["answer"]
+    assert not verify(row["gold"], "123456789")
+
+
 def bundled_jsonl(name: str) -> list[dict]:
     path = resources.files("rlkd_bench") / "data" / name
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -106,13 +127,7 @@ def test_steps_follow_the_format(row):
 
 @pytest.mark.parametrize("row", REFERENCE, ids=lambda r: r["id"])
 def test_boundaries_are_unique_quotes_in_order(row):
-    text = TRACES[row["id"]]["reasoning"]
-    offsets = []
-    for quote in row["boundaries"]:
-        assert 15 <= len(quote) <= 60, quote
-        assert text.count(quote) == 1, (quote, text.count(quote))
-        offsets.append(text.find(quote))
-    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets), offsets
+    assert_boundary_quotes(TRACES[row["id"]]["reasoning"], row["boundaries"])
 
 
 @pytest.mark.parametrize("row", REFERENCE, ids=lambda r: r["id"])
