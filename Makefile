@@ -80,7 +80,7 @@ train-rlkd: install
 
 # RLKD in miniature: the world's teacher -> traces -> GSRM data -> make train-gsrm -> rlkd-data ->
 # warm start -> SFT / GRPO / RLKD arms per seed -> lm-eval tasks on held-out problems -> report.
-# CPU, offline, about 20 minutes on 2 cores; writes $(OUT)/mini-study (REPORT.md first). A rerun
+# CPU, offline, about 50 minutes on 2 cores (measured with two studies side by side); writes $(OUT)/mini-study (REPORT.md first). A rerun
 # reuses what is built. QUICK=1: one seed, a few steps (a few minutes). Sizes and steps:
 #   make mini-study SEEDS="1 2 3 4" STUDY_ARGS="arm_steps=100 train_problems=1200"
 mini-study: install
